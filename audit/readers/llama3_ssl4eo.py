@@ -1,0 +1,328 @@
+"""Reader for Llama3-SSL4EO-S12 captions, joined with SSL4EO-S12 v1.1 metadata and chips.
+
+The captions come as a folder of chunk CSVs (`ssl4eos12_val_seasonal_data_000001.csv`,
+256 rows each, matching one Zarr Zip file) or as one Parquet file per split
+(`val.parquet`). Columns: caption, question_1..question_3, file, sample_id,
+time_id, classes, tags, names.
+
+There `sample_id` is an integer location id (80717). SSL4EO-S12 v1.1 writes
+the same location as a 7-digit string ('0080717') and one acquisition as
+`<location>_<time_id>`. The sample model uses the latter as `sample_id` and the
+7-digit form as `location_id`.
+
+Footprints and acquisition times come from the v1.1 metadata GeoParquet
+(`metadata`), joined on (location, time_id). Chips come from the v1.1 Zarr Zip
+files under `images/S2L2A/` and `images/S2RGB/`, which also give
+`center_lat`/`center_lon`, `crs` and a `cloud_fraction` from `cloud_mask`.
+Captions without a metadata or chip match are kept and counted in a finding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from eoaudit.errors import InputError
+from eoaudit.images import ZarrChipRef, read_zarr_metadata
+from eoaudit.readers import _common
+from eoaudit.readers.options import ReadOptions
+from eoaudit.results import Finding
+from eoaudit.samples import (
+    CAPTION,
+    CRS,
+    IMAGE,
+    LOCATION_ID,
+    MAX_EXAMPLES,
+    SAMPLE_ID,
+    TIME,
+    BadRows,
+    SampleSet,
+    build_samples,
+    empty_caption_finding,
+)
+
+COLUMNS = (
+    "caption",
+    "question_1",
+    "question_2",
+    "question_3",
+    "file",
+    "sample_id",
+    "time_id",
+    "classes",
+    "tags",
+    "names",
+)
+KEY_COLUMNS = ("caption", "sample_id", "time_id")
+MODALITIES = ("S2L2A", "S2RGB")
+CHUNK_GLOB = "*_seasonal_data_*.csv"
+
+
+def looks_like_llama3_ssl4eo(columns: list[str]) -> bool:
+    """Return True when a table's columns are those of Llama3-SSL4EO-S12 captions."""
+    return {"caption", "sample_id", "time_id", "file"} <= set(columns)
+
+
+def caption_files(path: Path) -> list[Path]:
+    """Return the caption files of a dataset path: chunk CSVs, or the file itself."""
+    if path.is_dir():
+        files = sorted(path.glob(CHUNK_GLOB))
+        if not files:
+            files = sorted(path.glob("*.parquet"))
+        return files
+    return [path]
+
+
+def read(path: Path, options: ReadOptions) -> SampleSet:
+    """Read Llama3-SSL4EO-S12 captions and join metadata and chips.
+
+    Raises:
+        InputError: When no caption file is found, a column is missing, or a
+            row is bad under `on_bad_rows="error"`.
+    """
+    files = caption_files(path)
+    if not files:
+        raise InputError(
+            f"{path}: no Llama3-SSL4EO-S12 caption files found "
+            f"(expected {CHUNK_GLOB} chunk CSVs or a split Parquet file such as val.parquet)"
+        )
+    bad_rows = BadRows(str(path), options.on_bad_rows)
+    frame, labels = _read_captions(files, bad_rows, options.encoding)
+    rows_read = len(frame)
+
+    out = _to_model(frame, labels, bad_rows, str(path))
+    findings: list[Finding] = []
+    geometry: gpd.GeoSeries | None = None
+
+    if options.metadata is not None:
+        out, geometry, finding = _join_metadata(out, options.metadata)
+        if finding:
+            findings.append(finding)
+    else:
+        findings.append(
+            Finding(
+                severity="info",
+                code="metadata-not-given",
+                message=(
+                    "no SSL4EO-S12 v1.1 metadata given, so samples have no footprint or "
+                    "acquisition time unless chips supply them; pass --metadata FILE"
+                ),
+                count=len(out),
+                analyzer="dataset",
+            )
+        )
+
+    if options.images is not None:
+        out, geometry, chip_findings = _join_chips(out, geometry, options.images)
+        findings.extend(chip_findings)
+
+    samples = build_samples(out, geometry=geometry, source=str(path), bad_rows=bad_rows)
+    findings = bad_rows.findings() + findings
+    empty = empty_caption_finding(samples)
+    if empty:
+        findings.append(empty)
+    return SampleSet(samples, str(path), "llama3-ssl4eo", rows_read, findings)
+
+
+def _read_captions(
+    files: list[Path], bad_rows: BadRows, encoding: str
+) -> tuple[pd.DataFrame, list[str]]:
+    frames = []
+    labels: list[str] = []
+    for file in files:
+        file_rows = BadRows(str(file), bad_rows.policy)
+        frame = _common.read_table_file(file, file_rows, encoding)
+        # Malformed lines are reported under the file they are in.
+        for reason, entries in file_rows.problems.items():
+            for label, detail in entries:
+                bad_rows.problems.setdefault(reason, []).append((f"{file.name} {label}", detail))
+        missing = [c for c in KEY_COLUMNS if c not in frame.columns]
+        if missing:
+            raise InputError(
+                f"{file}: missing column(s) {', '.join(missing)} of the Llama3-SSL4EO-S12 layout "
+                f"({', '.join(COLUMNS)})"
+            )
+        frames.append(pd.DataFrame(frame))
+        labels.extend(f"{file.name} row {i + 1}" for i in range(len(frame)))
+    bad_rows.raise_if_strict()
+    combined = pd.concat(frames, ignore_index=True)
+    if combined.empty:
+        raise InputError(f"{files[0].parent}: the caption files have no rows")
+    return combined, labels
+
+
+def _to_model(
+    frame: pd.DataFrame, labels: list[str], bad_rows: BadRows, source: str
+) -> pd.DataFrame:
+    """Rename the columns to the sample model and pad location ids to 7 digits."""
+    location = pd.to_numeric(frame["sample_id"].astype("string"), errors="coerce")
+    time_id = pd.to_numeric(frame["time_id"].astype("string"), errors="coerce")
+    for column, values in (("sample_id", location), ("time_id", time_id)):
+        invalid = values.isna() | (values < 0) | (values % 1 != 0)
+        for position in np.flatnonzero(invalid.to_numpy()):
+            bad_rows.add(
+                int(position),
+                labels[position],
+                f"invalid-{column.replace('_', '-')}",
+                f"{column}={frame[column].iloc[position]!r} is not a non-negative integer",
+            )
+    location_text = location.fillna(-1).astype(int).astype(str).str.zfill(7)
+    time_text = time_id.fillna(-1).astype(int).astype(str)
+
+    out = pd.DataFrame(
+        {
+            SAMPLE_ID: location_text + "_" + time_text,
+            CAPTION: frame["caption"].astype("string").fillna(""),
+            LOCATION_ID: location_text,
+            "time_id": time_id.fillna(-1).astype(int),
+        }
+    )
+    for column in frame.columns:
+        if column not in ("caption", "sample_id", "time_id"):
+            out[column] = frame[column].to_numpy()
+    return out
+
+
+def _join_metadata(
+    out: pd.DataFrame, metadata_path: Path
+) -> tuple[pd.DataFrame, gpd.GeoSeries, Finding | None]:
+    """Add footprints, acquisition times and tile ids from the v1.1 metadata."""
+    if not metadata_path.is_file():
+        raise InputError(f"--metadata {metadata_path}: file not found")
+    try:
+        metadata = gpd.read_parquet(metadata_path)
+    except Exception as error:  # pyarrow and geopandas raise several types here
+        raise InputError(
+            f"--metadata {metadata_path}: not a readable GeoParquet file ({error})"
+        ) from None
+    needed = {"sample_id", "time_id", "time", "geometry"}
+    if not needed <= set(metadata.columns):
+        raise InputError(
+            f"--metadata {metadata_path}: missing column(s) "
+            f"{', '.join(sorted(needed - set(metadata.columns)))}; expected the SSL4EO-S12 v1.1 "
+            "metadata GeoParquet (sample_id, time_id, time, tile_id, geometry, tile_crs, file)"
+        )
+    if metadata.crs is not None and not metadata.crs.equals(CRS):
+        metadata = metadata.to_crs(CRS)
+
+    key = metadata["sample_id"].astype(str).str.zfill(7) + "_" + metadata["time_id"].astype(str)
+    lookup = pd.DataFrame(
+        {
+            "_key": key.to_numpy(),
+            "_time": pd.to_datetime(metadata["time"], utc=True).to_numpy(),
+            "_geometry": metadata.geometry.to_numpy(),
+        }
+    )
+    for extra in ("tile_id", "tile_crs"):
+        if extra in metadata.columns:
+            lookup[extra] = metadata[extra].to_numpy()
+    lookup = lookup.drop_duplicates("_key")
+
+    merged = out.merge(lookup, how="left", left_on=SAMPLE_ID, right_on="_key", validate="m:1")
+    matched = merged["_key"].notna()
+    geometry = gpd.GeoSeries(merged["_geometry"].where(matched, None).to_numpy(), crs=CRS)
+    merged[TIME] = pd.to_datetime(merged["_time"], utc=True)
+    merged = merged.drop(columns=["_key", "_time", "_geometry"])
+
+    finding = None
+    unmatched = int((~matched).sum())
+    if unmatched:
+        examples = merged.loc[~matched, SAMPLE_ID].head(MAX_EXAMPLES).tolist()
+        finding = Finding(
+            severity="warning",
+            code="metadata-unmatched",
+            message=(
+                f"{unmatched} caption(s) have no (sample_id, time_id) match in "
+                f"{metadata_path.name}; they are kept without footprint or acquisition time"
+            ),
+            count=unmatched,
+            examples=examples,
+            analyzer="dataset",
+        )
+    return merged, geometry, finding
+
+
+def _join_chips(
+    out: pd.DataFrame, geometry: gpd.GeoSeries | None, images: Path
+) -> tuple[pd.DataFrame, gpd.GeoSeries, list[Finding]]:
+    """Add chip references and the Zarr metadata (centre, CRS, cloud fraction)."""
+    if not images.is_dir():
+        raise InputError(f"--images {images}: folder not found")
+    folders = {m: images / m for m in MODALITIES if (images / m).is_dir()}
+    if not folders:
+        raise InputError(
+            f"--images {images}: no {' or '.join(MODALITIES)} folder inside; "
+            "point --images at the split folder that holds them"
+        )
+    if "file" not in out.columns:
+        raise InputError("the captions have no 'file' column, so chips cannot be found")
+
+    tables = []
+    for file_name in sorted(out["file"].dropna().astype(str).unique()):
+        for modality, folder in folders.items():
+            zarr_path = folder / file_name
+            if not zarr_path.is_file():
+                continue
+            table = read_zarr_metadata(zarr_path)
+            table["modality"] = modality
+            table["ref"] = [
+                str(ZarrChipRef(zarr_path.resolve(), loc, int(t)))
+                for loc, t in zip(table["location_id"], table["time_index"], strict=True)
+            ]
+            tables.append(table)
+    if not tables:
+        finding = _missing_chip_finding(out, out.index, folders)
+        return out, _as_geoseries(geometry, len(out)), [finding]
+
+    chips = pd.concat(tables, ignore_index=True)
+    refs = chips.pivot_table(index="sample_id", columns="modality", values="ref", aggfunc="first")
+    first = chips.drop_duplicates("sample_id").set_index("sample_id")
+
+    out = out.copy()
+    found = out[SAMPLE_ID].isin(first.index).to_numpy()
+    for modality in folders:
+        column = f"image_{modality.lower()}"
+        out[column] = out[SAMPLE_ID].map(refs[modality]) if modality in refs else None
+    preferred = [f"image_{m.lower()}" for m in MODALITIES if m in folders]
+    out[IMAGE] = out[preferred].bfill(axis=1).iloc[:, 0]
+    for column in ("center_lat", "center_lon", "crs", "cloud_fraction"):
+        out[column] = out[SAMPLE_ID].map(first[column])
+
+    # Chips also give the acquisition time and footprint where metadata did not.
+    chip_time = out[SAMPLE_ID].map(first["time"])
+    out[TIME] = out[TIME].fillna(chip_time) if TIME in out else chip_time
+    geometry = _as_geoseries(geometry, len(out))
+    chip_footprint = out[SAMPLE_ID].map(first["footprint"]).to_numpy()
+    filled = [g if g is not None else c for g, c in zip(geometry, chip_footprint, strict=True)]
+    geometry = gpd.GeoSeries(filled, crs=CRS)
+
+    findings = []
+    if not found.all():
+        findings.append(_missing_chip_finding(out, np.flatnonzero(~found), folders))
+    return out, geometry, findings
+
+
+def _as_geoseries(geometry: gpd.GeoSeries | None, length: int) -> gpd.GeoSeries:
+    if geometry is None:
+        return gpd.GeoSeries([None] * length, crs=CRS)
+    return geometry.reset_index(drop=True)
+
+
+def _missing_chip_finding(
+    out: pd.DataFrame, positions: np.ndarray | pd.Index, folders: dict[str, Path]
+) -> Finding:
+    missing = out.iloc[np.asarray(positions)]
+    return Finding(
+        severity="warning",
+        code="chip-missing",
+        message=(
+            f"{len(missing)} caption(s) have no chip in "
+            f"{', '.join(str(f) for f in folders.values())}; they are audited without pixels"
+        ),
+        count=len(missing),
+        examples=missing[SAMPLE_ID].head(MAX_EXAMPLES).tolist(),
+        analyzer="dataset",
+    )
