@@ -8,12 +8,14 @@ the dataset appear as text, never as markup.
 from __future__ import annotations
 
 import base64
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
+from markupsafe import Markup, escape
 
 from eoaudit.results import AuditResult
 
@@ -32,6 +34,7 @@ def _environment() -> jinja2.Environment:
     )
     environment.filters["number"] = format_number
     environment.filters["data_uri"] = _png_data_uri
+    environment.filters["highlight"] = highlight
     return environment
 
 
@@ -48,6 +51,31 @@ def format_number(value: Any) -> str:
             return f"{int(value):,}"
         return f"{value:.4g}"
     return str(value)
+
+
+def highlight(text: str, spans: Any) -> Markup:
+    """Escape `text` and wrap each span in `<mark>`.
+
+    Args:
+        text: The caption.
+        spans: `[start, end]` or `[start, end, label]` character offsets into
+            `text`, as lists or a JSON string of lists; overlapping spans are
+            merged into the first. The label becomes the mark's title.
+    """
+    if isinstance(spans, str):
+        spans = json.loads(spans) if spans else []
+    pieces = []
+    position = 0
+    for span in sorted(spans or [], key=lambda s: (s[0], s[1])):
+        start, end = int(span[0]), int(span[1])
+        if start < position or end <= start:
+            continue
+        label = str(span[2]) if len(span) > 2 else ""
+        pieces.append(escape(text[position:start]))
+        pieces.append(Markup('<mark title="{}">{}</mark>').format(label, text[start:end]))
+        position = end
+    pieces.append(escape(text[position:]))
+    return Markup("").join(pieces)
 
 
 def _png_data_uri(png: bytes) -> str:

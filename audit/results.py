@@ -55,12 +55,15 @@ class Table:
         title: Heading shown in the report.
         frame: The table itself. Stored in results.json as a list of records.
         description: What one row is.
+        hidden: Left out of the generic table listing of the report, for
+            tables that an analyzer's own report template shows its own way.
     """
 
     key: str
     title: str
     frame: pd.DataFrame
     description: str = ""
+    hidden: bool = False
 
 
 @dataclass
@@ -143,10 +146,17 @@ class AnalyzerResult:
         key = f"{self.name}.{name}"
         self.metrics[key] = Metric(key, _plain_number(value), unit, direction, description)
 
-    def add_table(self, name: str, title: str, frame: pd.DataFrame, description: str = "") -> None:
+    def add_table(
+        self,
+        name: str,
+        title: str,
+        frame: pd.DataFrame,
+        description: str = "",
+        hidden: bool = False,
+    ) -> None:
         """Add a table under the key `<analyzer>.<name>`."""
         key = f"{self.name}.{name}"
-        self.tables[key] = Table(key, title, frame, description)
+        self.tables[key] = Table(key, title, frame, description, hidden)
 
     def add_figure(self, name: str, title: str, png: bytes) -> None:
         """Add a PNG figure under the key `<analyzer>.<name>`."""
@@ -310,6 +320,7 @@ def _analyzer_to_dict(result: AnalyzerResult) -> dict[str, Any]:
             key: {
                 "title": table.title,
                 "description": table.description,
+                "hidden": table.hidden,
                 **frame_to_records(table.frame),
             }
             for key, table in result.tables.items()
@@ -339,6 +350,7 @@ def _analyzer_from_dict(
             title=table["title"],
             frame=pd.DataFrame(table["rows"], columns=table["columns"]),
             description=table.get("description", ""),
+            hidden=table.get("hidden", False),
         )
         for key, table in entry["tables"].items()
     }
