@@ -11,10 +11,10 @@ Typical use from Python::
 
 __version__ = "0.1.0"
 
-from eoaudit.engine import Audit, AuditOptions, run_audit  # noqa: E402
-from eoaudit.readers import ReadOptions, read_dataset  # noqa: E402
-from eoaudit.report import render_report  # noqa: E402
-from eoaudit.results import AuditResult  # noqa: E402
+from eoaudit.engine import Audit, AuditOptions, run_audit
+from eoaudit.readers import ReadOptions, read_dataset
+from eoaudit.report import render_report
+from eoaudit.results import AuditResult
 
 __all__ = [
     "Audit",

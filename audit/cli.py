@@ -34,7 +34,9 @@ class InputProblem(click.ClickException):
     exit_code = EXIT_INPUT_ERROR
 
 
-def _comma_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+def _comma_list(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[str] | None:
     if value is None:
         return None
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -57,7 +59,11 @@ def main(ctx: click.Context, config: Path | None) -> None:
         return
     if not path.is_file():
         raise InputProblem(f"--config {path}: file not found")
-    allowed = {p.name for p in run.params if p.name}
+    allowed = {
+        option.opts[0].lstrip("-").replace("-", "_"): option.name
+        for option in run.params
+        if option.name and option.opts[0].startswith("--")
+    }
     try:
         ctx.default_map = {"run": load_config(path, allowed)}
     except EoauditError as error:
@@ -102,7 +108,9 @@ def main(ctx: click.Context, config: Path | None) -> None:
     help="Captions table of a geotiff-dir dataset. [default: captions.csv/.parquet/.jsonl inside]",
 )
 @click.option("--caption-column", help="Caption column. [default: detected: caption, text, ...]")
-@click.option("--id-column", help="Unique sample id column. [default: sample_id or id, else row number]")
+@click.option(
+    "--id-column", help="Unique sample id column. [default: sample_id or id, else row number]"
+)
 @click.option("--lat-column", help="Latitude column, degrees. [default: lat, latitude, ...]")
 @click.option("--lon-column", help="Longitude column, degrees. [default: lon, longitude, ...]")
 @click.option("--geohash-column", help="Geohash column. [default: geohash]")

@@ -27,13 +27,14 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
-def load_config(path: Path, allowed: set[str]) -> dict[str, Any]:
+def load_config(path: Path, allowed: dict[str, str]) -> dict[str, Any]:
     """Read option defaults from a config file.
 
     Args:
         path: `eoaudit.toml` (options at the top level) or a pyproject.toml
             (options under `[tool.eoaudit]`).
-        allowed: Option names (with underscores) that the file may set.
+        allowed: Long option names with underscores (`chunk_size`), mapped to
+            the parameter names they set.
 
     Raises:
         InputError: When the file is not valid TOML or sets an unknown option.
@@ -49,7 +50,7 @@ def load_config(path: Path, allowed: set[str]) -> dict[str, Any]:
                 f"{path}: unknown option {key!r}; allowed: "
                 f"{', '.join(sorted(n.replace('_', '-') for n in allowed))}"
             )
-        options[name] = value
+        options[allowed[name]] = value
     return options
 
 

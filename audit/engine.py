@@ -22,8 +22,8 @@ from eoaudit import __version__
 from eoaudit.analyzers import AuditContext, registered_analyzers
 from eoaudit.errors import UsageError
 from eoaudit.gates import evaluate_gates, parse_gates
-from eoaudit.ruleset import load_rules, load_yaml
 from eoaudit.results import AnalyzerResult, AuditResult
+from eoaudit.ruleset import load_rules, load_yaml
 from eoaudit.samples import SampleSet
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,9 @@ def run_audit(dataset: SampleSet, options: AuditOptions | None = None) -> Audit:
     for name in names:
         results[name] = _run_analyzer(name, samples, context, options)
 
-    merged = samples.join(context.sample_columns) if len(context.sample_columns.columns) else samples
+    merged = (
+        samples.join(context.sample_columns) if len(context.sample_columns.columns) else samples
+    )
     result = AuditResult(
         dataset={
             "path": dataset.source,

@@ -55,7 +55,8 @@ def parse_gates(data: Any, source: str) -> list[Gate]:
         comparison = str(entry.get("comparison", ""))
         if comparison not in COMPARISONS:
             raise InputError(
-                f"{where}: comparison {comparison!r} is invalid; use one of {', '.join(COMPARISONS)}"
+                f"{where}: comparison {comparison!r} is invalid; "
+                f"use one of {', '.join(COMPARISONS)}"
             )
         threshold = entry.get("threshold")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -77,8 +78,13 @@ def evaluate_gates(gates: list[Gate], metrics: dict[str, Metric]) -> list[GateOu
             why = "was not computed" if metric is None else "is undefined for this dataset"
             outcomes.append(
                 GateOutcome(
-                    gate.metric, gate.comparison, gate.threshold, gate.severity,
-                    "not-evaluated", None, f"{rule}: not evaluated, the metric {why}",
+                    gate.metric,
+                    gate.comparison,
+                    gate.threshold,
+                    gate.severity,
+                    "not-evaluated",
+                    None,
+                    f"{rule}: not evaluated, the metric {why}",
                 )
             )
             continue
@@ -86,8 +92,13 @@ def evaluate_gates(gates: list[Gate], metrics: dict[str, Metric]) -> list[GateOu
         status = "pass" if passed else "fail"
         outcomes.append(
             GateOutcome(
-                gate.metric, gate.comparison, gate.threshold, gate.severity, status,
-                metric.value, f"{rule}: {status}, value {metric.value:.6g}",
+                gate.metric,
+                gate.comparison,
+                gate.threshold,
+                gate.severity,
+                status,
+                metric.value,
+                f"{rule}: {status}, value {metric.value:.6g}",
             )
         )
     return outcomes
@@ -124,9 +135,8 @@ def write_junit(outcomes: list[GateOutcome], path: Path) -> None:
             failure.text = outcome.message
         elif outcome.status == "fail":
             ET.SubElement(case, "system-out").text = f"warning: {outcome.message}"
-    tree = ET.ElementTree(ET.Element("testsuites"))
-    tree.getroot().append(suite)
-    ET.indent(tree)
-    buffer = ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    buffer = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     write_atomic(path, buffer)
-

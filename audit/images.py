@@ -81,6 +81,14 @@ def open_zarr_zip(path: Path) -> zarr.Group:
         raise InputError(f"{path}: not a readable Zarr format 2 zip file ({error})") from None
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """Return a member array of a group; a subgroup of that name is a layout error."""
+    member = group[name]
+    if not isinstance(member, zarr.Array):
+        raise InputError(f"{group.store}: {name!r} is a group, expected an array")
+    return member
+
+
 def read_zarr_metadata(path: Path) -> pd.DataFrame:
     """Read the per-acquisition metadata of one Zarr Zip file, without the pixels.
 
@@ -103,19 +111,19 @@ def read_zarr_metadata(path: Path) -> pd.DataFrame:
             raise InputError(
                 f"{path}: not an SSL4EO-S12 v1.1 Zarr file, variables {sorted(missing)} are missing"
             )
-        ids = np.asarray(group["sample_id"][...]).astype(str)
+        ids = np.asarray(_array(group, "sample_id")[...]).astype(str)
         locations, times = ids.shape
-        center_lat = np.asarray(group["center_lat"][...], dtype=float)
-        center_lon = np.asarray(group["center_lon"][...], dtype=float)
-        crs = np.asarray(group["crs"][...]).astype(int)
+        center_lat = np.asarray(_array(group, "center_lat")[...], dtype=float)
+        center_lon = np.asarray(_array(group, "center_lon")[...], dtype=float)
+        crs = np.asarray(_array(group, "crs")[...]).astype(int)
         acquired = (
-            np.asarray(group["time_"][...]).astype("datetime64[ns]")
+            np.asarray(_array(group, "time_")[...]).astype("datetime64[ns]")
             if "time_" in names
             else np.full(ids.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
         )
         clouds = np.full(ids.shape, np.nan)
         if "cloud_mask" in names:
-            mask = group["cloud_mask"]
+            mask = _array(group, "cloud_mask")
             for location in range(locations):
                 block = np.asarray(mask[location])
                 clouds[location] = (block != 0).reshape(times, -1).mean(axis=1)
@@ -151,8 +159,8 @@ def _footprints(
     """Build EPSG:4326 footprints from the projected pixel-centre coordinates."""
     if not {"x_", "y_"} <= names:
         return [None] * locations
-    xs = np.asarray(group["x_"][...], dtype=float)
-    ys = np.asarray(group["y_"][...], dtype=float)
+    xs = np.asarray(_array(group, "x_")[...], dtype=float)
+    ys = np.asarray(_array(group, "y_")[...], dtype=float)
     half = PIXEL_SIZE_M / 2
     polygons: list[shapely.Polygon | None] = []
     for location in range(locations):
@@ -182,12 +190,12 @@ def read_chip(ref: str, bands: list[int] | None = None) -> np.ndarray:
     if isinstance(parsed, ZarrChipRef):
         group = open_zarr_zip(parsed.path)
         try:
-            ids = np.asarray(group["sample_id"][...]).astype(str)
+            ids = np.asarray(_array(group, "sample_id")[...]).astype(str)
             matches = np.argwhere(ids == f"{parsed.sample}_{parsed.time}")
             if len(matches) == 0:
                 raise InputError(f"{parsed.path}: sample {parsed.sample}_{parsed.time} not found")
             location, time_index = matches[0]
-            chip = np.asarray(group["bands"][int(location), int(time_index)])
+            chip = np.asarray(_array(group, "bands")[int(location), int(time_index)])
         finally:
             group.store.close()
         return chip if bands is None else chip[bands]

@@ -38,12 +38,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes to `path` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_file(path, data)
-    os.replace(temporary, path)
+    temporary.replace(path)
 
 
 def _temporary_file(path: Path, data: bytes) -> Path:
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(name, _FILE_MODE)
+    Path(name).chmod(_FILE_MODE)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -79,7 +79,7 @@ def write_outputs(
         target = out_dir / SAMPLES
         handle, name = tempfile.mkstemp(prefix=f".{SAMPLES}.", suffix=".tmp", dir=out_dir)
         os.close(handle)
-        os.chmod(name, _FILE_MODE)
+        Path(name).chmod(_FILE_MODE)
         pending.append((Path(name), target))
         _samples_for_parquet(samples).to_parquet(name, index=False)
 
@@ -93,7 +93,7 @@ def write_outputs(
         raise
 
     for temporary, target in pending:
-        os.replace(temporary, target)
+        temporary.replace(target)
     return {"report": out_dir / REPORT, "results": out_dir / RESULTS, "samples": out_dir / SAMPLES}
 
 

@@ -41,7 +41,7 @@ def _environment() -> jinja2.Environment:
 def format_number(value: Any) -> str:
     """Format a metric or table value for people: 4 significant digits, thousands separated."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "–"
+        return "\u2013"  # en dash for a missing value
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -286,7 +286,7 @@ def _plain_number(value: Any) -> float | int | None:
         return None
     if isinstance(value, bool):
         return int(value)
-    return value  # type: ignore[no-any-return]
+    return cast(float | int, value)
 
 
 def frame_to_records(frame: pd.DataFrame) -> dict[str, Any]:

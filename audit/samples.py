@@ -81,18 +81,24 @@ class BadRows:
     policy: BadRowPolicy
     problems: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     positions: set[int] = field(default_factory=set)
+    unparsed: int = 0
 
     def add(self, position: int, row_label: str, reason: str, detail: str) -> None:
         """Record one bad row.
 
         Args:
-            position: 0-based position of the row in the frame being built.
+            position: 0-based position of the row in the frame being built,
+                or -1 for a row that never became part of the frame (a
+                malformed CSV line); those are counted in `unparsed`.
             row_label: How a user finds the row, e.g. `row 17` or `image 3.tif`.
             reason: Short kebab-case reason, e.g. `latitude-out-of-range`.
             detail: The offending value and what is wrong with it.
         """
         self.problems.setdefault(reason, []).append((row_label, detail))
-        self.positions.add(position)
+        if position < 0:
+            self.unparsed += 1
+        else:
+            self.positions.add(position)
 
     def raise_if_strict(self) -> None:
         """Raise InputError for the first bad row when the policy is `error`."""

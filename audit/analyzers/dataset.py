@@ -133,7 +133,9 @@ class DatasetAnalyzer(Analyzer[DatasetCounts]):
                 state.last_time.isoformat(),
             ]
         result.findings.extend(self.context.reader_findings)
-        result.add_figure("fields", "Share of samples carrying each field", _fields_png(shares, total))
+        result.add_figure(
+            "fields", "Share of samples carrying each field", _fields_png(shares, total)
+        )
 
 
 def _fields_png(shares: dict[str, tuple[int, str]], total: int) -> bytes:

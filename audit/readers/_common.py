@@ -63,14 +63,12 @@ def _read_csv(path: Path, bad_rows: BadRows, encoding: str, sep: str) -> pd.Data
         except pd.errors.ParserError as error:
             raise InputError(f"{path}: not a readable CSV file ({error})") from None
 
-    # Malformed lines never become rows, so they are recorded with position -1:
-    # they count as bad rows but no row of the frame is dropped for them.
+    # Malformed lines never become rows of the frame, hence position -1.
     for warning in caught:
         for line in str(warning.message).splitlines():
             match = _SKIPPED_LINE.match(line.strip())
             if match:
                 bad_rows.add(-1, f"line {match.group(1)}", "malformed-csv-row", match.group(2))
-    bad_rows.positions.discard(-1)
     return frame
 
 
@@ -103,20 +101,29 @@ def _read_jsonl(path: Path, bad_rows: BadRows, encoding: str) -> pd.DataFrame:
             bad_rows.add(-1, f"line {number}", "malformed-json-line", "not a JSON object")
             continue
         records.append(record)
-    bad_rows.positions.discard(-1)
     return pd.DataFrame.from_records(records)
 
 
 def _decode_error(path: Path, error: UnicodeDecodeError, encoding: str) -> InputError:
-    """Build an error naming the line and byte that are not valid text."""
+    """Build an error naming the first line and byte that are not valid text.
+
+    The offsets in a decoder's error are relative to the block it was given,
+    so the file is scanned again line by line to find the real position.
+    """
+    offset = 0
     with path.open("rb") as handle:
-        head = handle.read(error.start) if error.start < 50_000_000 else b""
-    line = head.count(b"\n") + 1 if head or error.start == 0 else "?"
-    bad = error.object[error.start : error.start + 1].hex() if error.object else "?"
-    return InputError(
-        f"{path}, line {line}: byte 0x{bad} at offset {error.start} is not valid {encoding}; "
-        "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or pass --encoding"
-    )
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError as line_error:
+                bad = line[line_error.start : line_error.start + 1].hex()
+                return InputError(
+                    f"{path}, line {number}: byte 0x{bad} at offset {offset + line_error.start} "
+                    f"is not valid {encoding}; re-encode the file as UTF-8 "
+                    "(e.g. iconv -f latin1 -t utf-8) or pass --encoding"
+                )
+            offset += len(line)
+    return InputError(f"{path}: not valid {encoding} ({error.reason}); pass --encoding")
 
 
 def find_column(
@@ -162,7 +169,7 @@ def parse_times(
         hint = "day-first dates need --dayfirst" if not dayfirst else "expected a day-first date"
         bad_rows.add(
             int(position),
-            labels[position],
+            labels[int(position)],
             "unparseable-time",
             f"{column}={text.iloc[position]!r} is not a date ({hint})",
         )
@@ -176,7 +183,9 @@ def extract_times(
     try:
         compiled = re.compile(pattern)
     except re.error as error:
-        raise InputError(f"--time-regex {column}={pattern}: invalid regular expression ({error})")
+        raise InputError(
+            f"--time-regex {column}={pattern}: invalid regular expression ({error})"
+        ) from None
     if compiled.groups < 1:
         raise InputError(
             f"--time-regex {column}={pattern}: the expression needs a group around the date, "
@@ -189,13 +198,11 @@ def extract_times(
     for position in np.flatnonzero(missing.to_numpy()):
         bad_rows.add(
             int(position),
-            labels[position],
+            labels[int(position)],
             "unparseable-time",
             f"{column}={values.iloc[position]!r} does not match --time-regex {pattern!r}",
         )
-    return parse_times(
-        extracted, dayfirst=False, column=column, bad_rows=bad_rows, labels=labels
-    )
+    return parse_times(extracted, dayfirst=False, column=column, bad_rows=bad_rows, labels=labels)
 
 
 def points_from_lat_lon(
@@ -228,7 +235,10 @@ def points_from_lat_lon(
         raw = lat_text if column == columns[0] else lon_text
         for position in np.flatnonzero(mask & ~bad):
             bad_rows.add(
-                int(position), labels[position], reason, f"{column}={raw.iloc[position]!r} {problem}"
+                int(position),
+                labels[int(position)],
+                reason,
+                f"{column}={raw.iloc[position]!r} {problem}",
             )
         bad |= mask
 
@@ -251,7 +261,10 @@ def points_from_geohash(
             lat, lon = pygeohash.decode(code)
         except (ValueError, KeyError, IndexError):
             bad_rows.add(
-                position, labels[position], "invalid-geohash", f"{column}={code!r} is not a geohash"
+                position,
+                labels[int(position)],
+                "invalid-geohash",
+                f"{column}={code!r} is not a geohash",
             )
             continue
         points[position] = shapely.Point(float(lon), float(lat))
@@ -279,7 +292,7 @@ def geometries_from_column(
             except shapely.errors.GEOSException as error:
                 bad_rows.add(
                     position,
-                    labels[position],
+                    labels[int(position)],
                     "invalid-geometry",
                     f"{column}={wkt[:60]!r} is not WKT ({error})",
                 )
@@ -290,7 +303,7 @@ def geometries_from_column(
         if not geometry.is_valid:
             bad_rows.add(
                 position,
-                labels[position],
+                labels[int(position)],
                 "invalid-geometry",
                 f"{column} is an invalid shape ({shapely.is_valid_reason(geometry)})",
             )
@@ -300,7 +313,7 @@ def geometries_from_column(
         if miny < -90 or maxy > 90 or minx < -180 or maxx > 180:
             bad_rows.add(
                 position,
-                labels[position],
+                labels[int(position)],
                 "latitude-out-of-range" if miny < -90 or maxy > 90 else "longitude-out-of-range",
                 f"{column} bounds {geometry.bounds} fall outside EPSG:4326 lon/lat limits",
             )

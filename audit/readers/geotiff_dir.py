@@ -79,7 +79,6 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
     frame = pd.DataFrame(frame).reset_index(drop=True)
     names = frame[file_column].astype("string").fillna("").map(lambda v: Path(v).name)
     footprints, times, extra = _describe_images(images)
-    geometry = gpd.GeoSeries([footprints.get(n) for n in names], crs=CRS)
     for position, name in enumerate(names):
         if name not in images:
             bad_rows.add(
@@ -133,7 +132,8 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
                 analyzer="dataset",
             )
         )
-    return SampleSet(samples, str(path), "geotiff-dir", len(frame), findings)
+    rows_read = len(frame) + bad_rows.unparsed
+    return SampleSet(samples, str(path), "geotiff-dir", rows_read, findings)
 
 
 def _find_caption_table(folder: Path) -> Path:

@@ -91,7 +91,7 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
         )
     bad_rows = BadRows(str(path), options.on_bad_rows)
     frame, labels = _read_captions(files, bad_rows, options.encoding)
-    rows_read = len(frame)
+    rows_read = len(frame) + bad_rows.unparsed
 
     out = _to_model(frame, labels, bad_rows, str(path))
     findings: list[Finding] = []
@@ -138,7 +138,7 @@ def _read_captions(
         # Malformed lines are reported under the file they are in.
         for reason, entries in file_rows.problems.items():
             for label, detail in entries:
-                bad_rows.problems.setdefault(reason, []).append((f"{file.name} {label}", detail))
+                bad_rows.add(-1, f"{file.name} {label}", reason, detail)
         missing = [c for c in KEY_COLUMNS if c not in frame.columns]
         if missing:
             raise InputError(

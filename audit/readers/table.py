@@ -61,7 +61,8 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
     empty = empty_caption_finding(samples)
     if empty:
         findings.append(empty)
-    return SampleSet(samples, str(path), "table", len(frame), findings)
+    rows_read = len(frame) + bad_rows.unparsed
+    return SampleSet(samples, str(path), "table", rows_read, findings)
 
 
 def frame_to_samples(

@@ -1,0 +1,204 @@
+"""Each kind of bad input: a one-line error with exit code 2 and no output, or a counted finding."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eoaudit.cli import main
+
+HEADER = "id,caption,lat,lon,time\n"
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def assert_input_error(result, out: Path, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    message = result.output.strip().splitlines()
+    assert len(message) == 1, result.output
+    for fragment in fragments:
+        assert fragment in message[0]
+    assert not out.exists()
+
+
+def findings_of(out: Path) -> dict[str, dict]:
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    return {f["code"]: f for f in results["analyzers"]["dataset"]["findings"]}
+
+
+def test_missing_path(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(tmp_path / "nope.csv"), "--out", str(out))
+    assert_input_error(result, out, "nope.csv", "no such file or folder")
+
+
+def test_unknown_format_option(tmp_path):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,1,2,2020-01-01\n")
+    result = run_cli("run", "--dataset", str(path), "--format", "xml", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "'xml' is not one of" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_suffix(tmp_path):
+    path = write(tmp_path / "captions.xml", "<a/>")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out))
+    assert_input_error(result, out, "captions.xml", "pass --format")
+
+
+def test_no_caption_column(tmp_path):
+    path = write(tmp_path / "a.csv", "id,label\n1,forest\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out))
+    assert_input_error(result, out, "a.csv", "no caption column", "--caption-column")
+
+
+def test_empty_dataset(tmp_path):
+    path = write(tmp_path / "a.csv", "id,caption\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out))
+    assert_input_error(result, out, "a.csv", "no rows")
+
+
+def test_empty_file(tmp_path):
+    path = write(tmp_path / "a.csv", "")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out))
+    assert_input_error(result, out, "a.csv", "empty")
+
+
+def test_non_utf8_bytes(tmp_path):
+    path = write(tmp_path / "a.csv", b"id,caption\n1,forest\n2,caf\xe9 by a lake\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out))
+    assert_input_error(result, out, "a.csv, line 3", "0xe9", "--encoding")
+
+
+def test_non_utf8_with_encoding_option(tmp_path):
+    path = write(tmp_path / "a.csv", b"id,caption\n1,caf\xe9 by a lake\n")
+    out = tmp_path / "out"
+    result = run_cli(
+        "run", "--dataset", str(path), "--encoding", "latin-1", "--out", str(out), "-q"
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file()
+
+
+def test_malformed_csv_rows_skipped_and_counted(tmp_path):
+    path = write(
+        tmp_path / "a.csv",
+        HEADER + "1,a,1,2,2020-01-01\n2,b,1,2,2020-01-01,extra\n3,c,1,2,2020-01-01\n",
+    )
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out), "-q")
+    # One bad row in three is above the default 1% gate, so the run fails the gate.
+    assert result.exit_code == 1
+    finding = findings_of(out)["bad-rows-malformed-csv-row"]
+    assert finding["count"] == 1
+    assert finding["examples"][0].startswith("line 3:")
+
+
+def test_malformed_csv_rows_with_error_policy(tmp_path):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,1,2,2020-01-01\n2,b,1,2,2020-01-01,extra\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--on-bad-rows", "error", "--out", str(out))
+    assert_input_error(result, out, "a.csv, line 3", "expected 5 fields, saw 6")
+
+
+def test_empty_captions_are_kept_and_counted(tmp_path):
+    path = write(
+        tmp_path / "a.csv", HEADER + '1,a,1,2,2020-01-01\n2,"  ",1,2,2020-01-01\n3,,1,2,\n'
+    )
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out), "-q")
+    finding = findings_of(out)["empty-caption"]
+    assert finding["count"] == 2
+    assert finding["examples"] == ["2", "3"]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["dataset"]["samples"] == 3
+    # The caption-share warning gate fails, but warnings do not fail the run.
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "reason", "fragment"),
+    [
+        ("2,b,95.5,2,2020-01-01", "latitude-out-of-range", "lat='95.5' is outside [-90, 90]"),
+        ("2,b,10,200,2020-01-01", "longitude-out-of-range", "lon='200' is outside [-180, 180]"),
+        ("2,b,north,2,2020-01-01", "invalid-coordinate", "lat='north' is not a number"),
+        ("2,b,1,2,2020-13-45", "unparseable-time", "time='2020-13-45' is not a date"),
+        ("1,b,1,2,2020-01-01", "duplicate-sample-id", "sample_id '1' already used by row 1"),
+    ],
+)
+def test_row_problems_skip_and_error(tmp_path, row, reason, fragment):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,1,2,2020-01-01\n" + row + "\n")
+
+    strict_out = tmp_path / "strict"
+    result = run_cli(
+        "run", "--dataset", str(path), "--on-bad-rows", "error", "--out", str(strict_out)
+    )
+    assert_input_error(result, strict_out, "a.csv, row 2", fragment, "--on-bad-rows skip")
+
+    out = tmp_path / "out"
+    run_cli("run", "--dataset", str(path), "--out", str(out), "-q")
+    finding = findings_of(out)[f"bad-rows-{reason}"]
+    assert finding["count"] == 1
+    assert fragment in finding["examples"][0]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["dataset"]["samples"] == 1
+    assert results["analyzers"]["dataset"]["metrics"]["dataset.bad_rows"]["value"] == 1
+
+
+def test_invalid_geometry(tmp_path):
+    bowtie = "POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))"
+    path = write(tmp_path / "a.csv", f'caption,wkt\na,"{bowtie}"\nb,"POINT (1 2)"\n')
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--on-bad-rows", "error", "--out", str(out))
+    assert_input_error(result, out, "row 1", "invalid shape", "Self-intersection")
+
+    run_cli("run", "--dataset", str(path), "--out", str(out), "-q")
+    assert findings_of(out)["bad-rows-invalid-geometry"]["count"] == 1
+
+
+def test_unparseable_wkt(tmp_path):
+    path = write(tmp_path / "a.csv", 'caption,wkt\na,"POLYGON ((0 0, 1"\n')
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--on-bad-rows", "error", "--out", str(out))
+    assert_input_error(result, out, "row 1", "is not WKT")
+
+
+def test_all_rows_bad_leaves_nothing_to_audit(tmp_path):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,99,2,2020-01-01\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--out", str(out))
+    assert_input_error(result, out, "no sample left to audit")
+
+
+def test_invalid_gates_file(tmp_path):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,1,2,2020-01-01\n")
+    gates = write(
+        tmp_path / "gates.yaml",
+        "gates:\n  - metric: dataset.samples\n    comparison: '=>'\n    threshold: 1\n",
+    )
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--gates", str(gates), "--out", str(out))
+    assert_input_error(result, out, "gates.yaml, gate 1", "comparison '=>' is invalid")
+
+
+def test_dataset_file_is_not_modified(tmp_path):
+    text = HEADER + "1,a,1,2,2020-01-01\n2,b,95,2,2020-01-01\n"
+    path = write(tmp_path / "a.csv", text)
+    run_cli("run", "--dataset", str(path), "--out", str(tmp_path / "out"), "-q")
+    assert path.read_text(encoding="utf-8") == text
