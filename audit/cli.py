@@ -7,6 +7,7 @@ input error (with one line on stderr and no output files written).
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from eoaudit.engine import DEFAULT_CHUNK_SIZE, AuditOptions, run_audit
 from eoaudit.errors import EoauditError
 from eoaudit.gates import write_junit
 from eoaudit.output import REPORT, read_results, write_atomic, write_outputs
-from eoaudit.readers import FORMATS, ReadOptions, read_dataset
+from eoaudit.readers import FORMATS, ReadOptions
+from eoaudit.samples import SampleSet
+from eoaudit.sources import FrameSource, SampleSource, open_source
 from eoaudit.readers._common import parse_time_regex
 from eoaudit.report import render_report
 from eoaudit.ruleset import load_rules
@@ -181,6 +184,24 @@ def main(ctx: click.Context, config: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for caches kept between runs. [default: OUT/.cache]",
 )
+@click.option(
+    "--scheduler",
+    default="local",
+    show_default=True,
+    metavar="local|processes|ADDRESS",
+    help="Where partitions run: this process, a local pool of worker processes, "
+    "or a running Dask scheduler such as tcp://host:8786.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes for --scheduler processes. [default: one per CPU core]",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its finished partitions in the cache folder.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--verbose", "-v", is_flag=True, help="Log each step to stderr.")
 def run(**options: Any) -> None:
@@ -190,6 +211,7 @@ def run(**options: Any) -> None:
     input error.
     """
     _configure_logging(options["verbose"])
+    out_existed = options["out"].exists()
     try:
         read_options = _read_options(options)
         audit_options = AuditOptions(
@@ -201,14 +223,29 @@ def run(**options: Any) -> None:
             seed=options["seed"],
             progress=not options["quiet"],
             cache_dir=options["cache_dir"] or options["out"] / ".cache",
+            scheduler=options["scheduler"],
+            workers=options["workers"],
+            resume=options["resume"],
         )
-        dataset = read_dataset(options["dataset"], read_options)
-        audit = run_audit(dataset, audit_options)
+        source = open_source(
+            options["dataset"],
+            read_options,
+            audit_options.chunk_size,
+            lazy=options["sample_size"] is None,
+        )
+        audit = run_audit(
+            source if options["sample_size"] is None else source_samples(source),
+            audit_options,
+        )
         html = render_report(audit.result, load_rules(options["rules_dir"]))
-        paths = write_outputs(audit.result, audit.samples, html, options["out"])
+        paths = write_outputs(audit.result, audit.sample_files, html, options["out"])
+        audit.discard_cache()
         if options["junit"]:
             write_junit(audit.result.gates, options["junit"])
     except EoauditError as error:
+        if not out_existed and options["out"].is_dir():
+            # Only the run cache can be in a folder this run created.
+            shutil.rmtree(options["out"], ignore_errors=True)
         raise InputProblem(str(error)) from None
 
     _print_summary(audit.result.gates, paths["report"])
@@ -243,6 +280,12 @@ def list_analyzers() -> None:
     for name, cls in registered_analyzers().items():
         needs = ", ".join(cls.requires) or "nothing"
         click.echo(f"{name:<14} {cls.title} (needs {needs})")
+
+
+def source_samples(source: SampleSource) -> SampleSet:
+    """Return the in-memory samples of a source opened with `lazy=False`."""
+    assert isinstance(source, FrameSource)
+    return source.dataset
 
 
 def _read_options(options: dict[str, Any]) -> ReadOptions:

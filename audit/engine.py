@@ -1,14 +1,19 @@
-"""Running an audit: samples through the analyzers, then gates.
+"""Running an audit: partitions through the analyzers, then gates.
 
 :func:`run_audit` is the library entry point; the CLI only parses options and
-calls it. Each analyzer sees the samples chunk by chunk, its partial states are
-merged in chunk order, and its per-sample columns are joined onto the samples.
+calls it. The dataset is split into partitions; each partition is analysed by
+every analyzer (in this process or on Dask workers, see
+:mod:`eoaudit.execution`), the analyzers' partial states are merged in
+partition order, and finally each analyzer turns its merged state into
+metrics, tables, findings and figures.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,12 +24,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from eoaudit import __version__
-from eoaudit.analyzers import AuditContext, registered_analyzers
-from eoaudit.errors import UsageError
+from eoaudit.analyzers import Analyzer, AuditContext, registered_analyzers
+from eoaudit.errors import InputError, UsageError
+from eoaudit.execution import FailedPartition, PartitionOutcome, PartitionTask, make_executor
 from eoaudit.gates import evaluate_gates, parse_gates
-from eoaudit.results import AnalyzerResult, AuditResult
+from eoaudit.results import AnalyzerResult, AuditResult, Finding, merge_findings
+from eoaudit.resume import RunCache, run_fingerprint
 from eoaudit.ruleset import load_rules, load_yaml
 from eoaudit.samples import SampleSet
+from eoaudit.sources import FrameSource, SampleSource
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +52,14 @@ class AuditOptions:
         sample: Audit a random subset of this many samples; all when None.
         seed: Seed of the random subset.
         progress: Show progress bars on stderr.
-        cache_dir: Folder for caches kept between runs.
+        cache_dir: Folder for caches kept between runs, including the finished
+            partitions of this run; a temporary folder when None.
         analyzer_options: Options for individual analyzers, by name.
+        scheduler: `local`, `processes` or a Dask scheduler address; see
+            :mod:`eoaudit.execution`.
+        workers: Worker processes for `processes` (default: one per core).
+        resume: Take partitions finished by an earlier, interrupted run of the
+            same dataset and options from the cache instead of analysing them again.
     """
 
     analyzers: list[str] | None = None
@@ -57,17 +71,36 @@ class AuditOptions:
     progress: bool = False
     cache_dir: Path | None = None
     analyzer_options: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = "local"
+    workers: int | None = None
+    resume: bool = False
 
 
 @dataclass
 class Audit:
-    """An audit's outcome: the results and the samples with per-sample columns.
+    """An audit's outcome: the results, and the samples with per-sample columns.
 
-    Per-sample columns are named `<analyzer>.<column>`.
+    Attributes:
+        result: Metrics, tables, findings, figures and gate outcomes.
+        sample_files: One GeoParquet file per partition, in dataset order, with
+            the samples and their per-sample columns `<analyzer>.<column>`.
+        run: The cache folder holding those files.
     """
 
     result: AuditResult
-    samples: gpd.GeoDataFrame
+    sample_files: list[Path]
+    run: RunCache
+
+    @property
+    def samples(self) -> gpd.GeoDataFrame:
+        """Load all samples with their per-sample columns into memory."""
+        frames = [gpd.read_parquet(path) for path in self.sample_files]
+        samples = pd.concat(frames) if frames else gpd.GeoDataFrame()
+        return gpd.GeoDataFrame(samples, geometry="geometry", crs=frames[0].crs if frames else None)
+
+    def discard_cache(self) -> None:
+        """Delete this run's partition files; call after the outputs are written."""
+        self.run.discard()
 
 
 def select_analyzers(names: list[str] | None) -> list[str]:
@@ -88,12 +121,18 @@ def select_analyzers(names: list[str] | None) -> list[str]:
     return [name for name in available if name in wanted]
 
 
-def run_audit(dataset: SampleSet, options: AuditOptions | None = None) -> Audit:
-    """Run the analyzers and gates over a loaded dataset.
+def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = None) -> Audit:
+    """Run the analyzers and gates over a dataset, partition by partition.
+
+    Args:
+        dataset: Samples in memory (split into slices of `chunk_size`), or a
+            :class:`~eoaudit.sources.SampleSource` read lazily.
+        options: How to run; defaults run every analyzer in this process.
 
     Raises:
         UsageError: On an unknown analyzer or invalid option values.
-        InputError: On an unreadable rules or gates file.
+        InputError: On an unreadable rules or gates file, or bad data in a
+            partition under `on_bad_rows="error"`.
     """
     options = options or AuditOptions()
     if options.chunk_size < 1:
@@ -107,33 +146,65 @@ def run_audit(dataset: SampleSet, options: AuditOptions | None = None) -> Audit:
     gates_data = load_yaml(gates_source) if gates_source else rules["gates"]
     gates = parse_gates(gates_data, str(gates_source or "rules/gates.yaml"))
 
-    samples = subset(dataset.samples, options.sample, options.seed)
+    source = _as_source(dataset, options)
+    keys = source.partition_keys()
+    classes = registered_analyzers()
+    probe = source.load(0) if keys else None
+    if probe is None or probe.samples.empty:
+        raise InputError(f"{source.source}: no sample to audit")
+    skipped = _skip_reasons(names, probe.samples, rules, options)
+    running = [classes[n] for n in names if n not in skipped]
+
+    run = RunCache.open(
+        options.cache_dir, run_fingerprint(source.fingerprint(), names, rules, options, __version__), options.resume
+    )
+    try:
+        outcomes = _analyse_partitions(source, keys, running, rules, options, run, probe)
+    except Exception:
+        # A run that stops on bad input keeps nothing; an interrupted one
+        # (KeyboardInterrupt, a killed process) keeps its partitions for --resume.
+        run.discard()
+        raise
+
     context = AuditContext(
         rules=rules,
         options=dict(options.analyzer_options),
         cache_dir=options.cache_dir,
-        sample_count=len(samples),
-        sample_columns=pd.DataFrame(index=samples.index),
-        rows_read=dataset.rows_read if options.sample is None else len(samples),
-        reader_findings=list(dataset.findings),
+        sample_count=outcomes.samples,
+        sample_columns=outcomes.columns,
+        rows_read=outcomes.rows_read,
+        reader_findings=outcomes.findings,
+        failed_partitions=[(f.key, f.error) for f in outcomes.failed],
     )
-
     results: dict[str, AnalyzerResult] = {}
     for name in names:
-        results[name] = _run_analyzer(name, samples, context, options)
+        cls = classes[name]
+        if name in skipped:
+            results[name] = AnalyzerResult(
+                name=name, title=cls.title, status="skipped", reason=skipped[name]
+            )
+            continue
+        analyzer = cls(context)
+        result = AnalyzerResult(name=name, title=cls.title, settings=analyzer.settings())
+        state = outcomes.states.get(name)
+        if state is None:
+            result.status = "skipped"
+            result.reason = "every partition failed"
+        else:
+            analyzer.finalize(state, result)
+        results[name] = result
 
-    merged = (
-        samples.join(context.sample_columns) if len(context.sample_columns.columns) else samples
-    )
     result = AuditResult(
         dataset={
-            "path": dataset.source,
-            "format": dataset.format,
-            "rows_read": dataset.rows_read,
-            "samples": len(samples),
+            "path": source.source,
+            "format": source.format,
+            "rows_read": outcomes.rows_read,
+            "samples": outcomes.samples,
             "subset": {"size": options.sample, "seed": options.seed} if options.sample else None,
             "analyzers": names,
             "chunk_size": options.chunk_size,
+            "partitions": len(keys),
+            "failed_partitions": [f.key for f in outcomes.failed],
         },
         analyzers=results,
         gates=[],
@@ -143,7 +214,146 @@ def run_audit(dataset: SampleSet, options: AuditOptions | None = None) -> Audit:
     )
     result.gates = evaluate_gates(gates, result.metrics)
     result.duration_s = round(time.perf_counter() - clock, 3)
-    return Audit(result, merged)
+    return Audit(result, run.sample_files(len(keys)), run)
+
+
+def _as_source(dataset: SampleSet | SampleSource, options: AuditOptions) -> SampleSource:
+    if isinstance(dataset, SampleSource):
+        if options.sample is not None:
+            raise UsageError(
+                "a random subset needs the samples in memory; read the dataset with "
+                "read_dataset() first, or open it with lazy=False"
+            )
+        return dataset
+    samples = subset(dataset.samples, options.sample, options.seed)
+    rows_read = dataset.rows_read if options.sample is None else len(samples)
+    findings = list(dataset.findings)
+    in_memory = SampleSet(samples, dataset.source, dataset.format, rows_read, findings)
+    digest = hashlib.sha256()
+    table = pd.DataFrame(samples.drop(columns="geometry")).astype(str)
+    digest.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
+    wkb = pd.Series(samples.geometry.to_wkb(hex=True), dtype="string").fillna("")
+    digest.update(pd.util.hash_pandas_object(wkb, index=False).to_numpy().tobytes())
+    fingerprint = digest.hexdigest()
+    return FrameSource(in_memory, options.chunk_size, fingerprint)
+
+
+def _skip_reasons(
+    names: list[str], samples: gpd.GeoDataFrame, rules: dict[str, Any], options: AuditOptions
+) -> dict[str, str]:
+    """Return why each analyzer that cannot run is skipped, judged on the first partition.
+
+    NOTE: for lazily read datasets only the first partition is inspected, so an
+    analyzer whose required column is empty there but filled later is skipped.
+    """
+    classes = registered_analyzers()
+    context = AuditContext(rules=rules, options=dict(options.analyzer_options))
+    reasons = {}
+    for name in names:
+        reason = classes[name](context).skip_reason(samples)
+        if reason is not None:
+            logger.info("%s: skipped, %s", name, reason)
+            reasons[name] = reason
+    return reasons
+
+
+@dataclass
+class _Merged:
+    states: dict[str, Any]
+    columns: pd.DataFrame
+    findings: list[Finding]
+    rows_read: int
+    samples: int
+    failed: list[FailedPartition]
+
+
+def _analyse_partitions(
+    source: SampleSource,
+    keys: list[str],
+    analyzers: list[type[Analyzer[Any]]],
+    rules: dict[str, Any],
+    options: AuditOptions,
+    run: RunCache,
+    probe: SampleSet,
+) -> _Merged:
+    """Run every partition (or take it from the resume cache) and merge in partition order."""
+    merged = _Merged({}, pd.DataFrame(), [], 0, 0, [])
+    column_parts: list[pd.DataFrame] = []
+    finding_parts: list[Finding] = []
+    in_memory = isinstance(source, FrameSource)
+    merge_context = AuditContext(rules=rules, options=dict(options.analyzer_options))
+    mergers = {cls.name: cls(merge_context) for cls in analyzers}
+
+    def tasks() -> Iterator[PartitionTask]:
+        for index, key in enumerate(keys):
+            if run.is_done(index, key):
+                continue
+            preloaded = source.load(index) if in_memory else (probe if index == 0 else None)
+            yield PartitionTask(
+                index=index,
+                key=key,
+                analyzers=analyzers,
+                rules=rules,
+                analyzer_options=options.analyzer_options,
+                cache_dir=options.cache_dir,
+                chunk_size=options.chunk_size,
+                source=None if preloaded is not None else source,
+                preloaded=preloaded,
+            )
+
+    def merge(outcome: PartitionOutcome | FailedPartition) -> None:
+        if isinstance(outcome, FailedPartition):
+            merged.failed.append(outcome)
+            return
+        for cls in analyzers:
+            state = outcome.states.get(cls.name)
+            if state is None:
+                continue
+            previous = merged.states.get(cls.name)
+            merged.states[cls.name] = (
+                state if previous is None else mergers[cls.name].merge(previous, state)
+            )
+        finding_parts.extend(outcome.findings)
+        merged.rows_read += outcome.rows_read
+        merged.samples += len(outcome.samples)
+        columns = [c for c in outcome.samples.columns if "." in str(c)]
+        column_parts.append(pd.DataFrame(outcome.samples[columns]))
+
+    executor = make_executor(options.scheduler, options.workers)
+    buffered: dict[int, PartitionOutcome | FailedPartition] = {}
+    next_index = 0
+    progress = tqdm(
+        total=len(keys), desc="partitions", unit="part", disable=not options.progress, leave=False
+    )
+    try:
+        for outcome in executor.run(tasks(), window=max(2 * (options.workers or 2), 2)):
+            if isinstance(outcome, PartitionOutcome):
+                run.save(outcome)
+            buffered[outcome.index] = outcome
+            progress.update(1)
+            while True:
+                if next_index >= len(keys):
+                    break
+                if run.is_done(next_index, keys[next_index]) and next_index not in buffered:
+                    buffered[next_index] = run.load(next_index)
+                if next_index not in buffered:
+                    break
+                merge(buffered.pop(next_index))
+                next_index += 1
+        while next_index < len(keys):
+            if next_index not in buffered:
+                buffered[next_index] = run.load(next_index)
+            merge(buffered.pop(next_index))
+            next_index += 1
+    finally:
+        progress.close()
+        executor.close()
+
+    merged.columns = pd.concat(column_parts) if column_parts else pd.DataFrame()
+    merged.findings = merge_findings(finding_parts)
+    for failure in merged.failed:
+        logger.error("partition %s failed: %s", failure.key, failure.error)
+    return merged
 
 
 def subset(samples: gpd.GeoDataFrame, size: int | None, seed: int) -> gpd.GeoDataFrame:
@@ -158,40 +368,6 @@ def subset(samples: gpd.GeoDataFrame, size: int | None, seed: int) -> gpd.GeoDat
         raise UsageError(f"--sample must be at least 1, got {size}")
     chosen = samples.sample(n=size, random_state=seed).index
     return samples.loc[samples.index.isin(chosen)]
-
-
-def _run_analyzer(
-    name: str, samples: gpd.GeoDataFrame, context: AuditContext, options: AuditOptions
-) -> AnalyzerResult:
-    cls = registered_analyzers()[name]
-    analyzer = cls(context)
-    reason = analyzer.skip_reason(samples)
-    if reason is not None:
-        logger.info("%s: skipped, %s", name, reason)
-        return AnalyzerResult(name=name, title=cls.title, status="skipped", reason=reason)
-
-    logger.info("%s: running on %d samples", name, len(samples))
-    clock = time.perf_counter()
-    state = None
-    columns = []
-    starts = range(0, len(samples), options.chunk_size)
-    for start in tqdm(starts, desc=name, unit="chunk", disable=not options.progress, leave=False):
-        chunk = samples.iloc[start : start + options.chunk_size]
-        partial = analyzer.map_chunk(chunk)
-        state = partial.state if state is None else analyzer.merge(state, partial.state)
-        if partial.columns is not None:
-            columns.append(partial.columns)
-
-    result = AnalyzerResult(name=name, title=cls.title, settings=analyzer.settings())
-    analyzer.finalize(state, result)
-    if columns:
-        frame = pd.concat(columns)
-        frame.columns = [f"{name}.{c}" for c in frame.columns]
-        if not frame.index.isin(samples.index).all():
-            raise RuntimeError(f"{name}: per-sample columns name sample ids not in the audit")
-        context.sample_columns = context.sample_columns.join(frame)
-    logger.info("%s: done in %.2f s", name, time.perf_counter() - clock)
-    return result
 
 
 __all__ = ["Audit", "AuditOptions", "run_audit", "select_analyzers", "subset"]

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 import geopandas as gpd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from eoaudit.errors import InputError
 from eoaudit.results import AuditResult
@@ -54,7 +56,7 @@ def _temporary_file(path: Path, data: bytes) -> Path:
 
 
 def write_outputs(
-    result: AuditResult, samples: gpd.GeoDataFrame, report_html: str, out_dir: Path
+    result: AuditResult, sample_files: list[Path], report_html: str, out_dir: Path
 ) -> dict[str, Path]:
     """Write the report, the results and the per-sample table into `out_dir`.
 
@@ -81,7 +83,7 @@ def write_outputs(
         os.close(handle)
         Path(name).chmod(_FILE_MODE)
         pending.append((Path(name), target))
-        _samples_for_parquet(samples).to_parquet(name, index=False)
+        combine_sample_files(sample_files, Path(name))
 
         target = out_dir / REPORT
         pending.append((_temporary_file(target, report_html.encode("utf-8")), target))
@@ -97,15 +99,35 @@ def write_outputs(
     return {"report": out_dir / REPORT, "results": out_dir / RESULTS, "samples": out_dir / SAMPLES}
 
 
-def _samples_for_parquet(samples: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Make object columns that hold mixed Python values storable as Parquet."""
-    table = samples.reset_index(drop=True)
-    for column in table.columns:
-        if column == table.geometry.name:
-            continue
-        if table[column].dtype == object:
-            table[column] = table[column].map(lambda v: v if v is None else str(v))
-    return table
+def combine_sample_files(files: list[Path], target: Path) -> None:
+    """Concatenate per-partition GeoParquet files into one, a partition at a time.
+
+    Column types are unified across partitions (a column that is all null in
+    one partition takes the type it has in the others). The GeoParquet
+    metadata of the first file is kept without its bounding box, which
+    described that partition only.
+    """
+    schemas = [pq.read_schema(file) for file in files]
+    if not schemas:
+        gpd.GeoDataFrame({"sample_id": []}, geometry=[], crs="EPSG:4326").to_parquet(target)
+        return
+    unified = pa.unify_schemas(
+        [schema.remove_metadata() for schema in schemas], promote_options="permissive"
+    )
+    metadata = dict(schemas[0].metadata or {})
+    if b"geo" in metadata:
+        geo = json.loads(metadata[b"geo"])
+        for column in geo.get("columns", {}).values():
+            column.pop("bbox", None)
+        metadata[b"geo"] = json.dumps(geo).encode()
+    unified = unified.with_metadata(metadata)
+    with pq.ParquetWriter(target, unified) as writer:
+        for file in files:
+            table = pq.read_table(file)
+            for name in unified.names:
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(len(table), unified.field(name).type))
+            writer.write_table(table.select(unified.names).cast(unified))
 
 
 def _remove_empty_tree(folder: Path) -> None:

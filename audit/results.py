@@ -276,6 +276,33 @@ class AuditResult:
         )
 
 
+def merge_findings(findings: list[Finding], max_examples: int = 5) -> list[Finding]:
+    """Combine findings that share analyzer and code: counts add up, examples are kept in order.
+
+    Partitions of a dataset each report their own findings; this gives the
+    findings of the whole dataset. The first message of each code is kept, so
+    messages must not contain the count.
+    """
+    merged: dict[tuple[str, str], Finding] = {}
+    for finding in findings:
+        key = (finding.analyzer, finding.code)
+        if key not in merged:
+            merged[key] = Finding(
+                finding.severity,
+                finding.code,
+                finding.message,
+                finding.count,
+                list(finding.examples[:max_examples]),
+                finding.analyzer,
+            )
+            continue
+        target = merged[key]
+        target.count += finding.count
+        room = max_examples - len(target.examples)
+        target.examples.extend(finding.examples[: max(room, 0)])
+    return list(merged.values())
+
+
 def _plain_number(value: Any) -> float | int | None:
     """Turn numpy scalars into Python numbers and NaN into None, for JSON."""
     if value is None:

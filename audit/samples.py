@@ -122,7 +122,7 @@ class BadRows:
                     severity="warning",
                     code=f"bad-rows-{reason}",
                     message=(
-                        f"{len(entries)} row(s) of {self.source} were left out of the audit: "
+                        f"rows of {self.source} left out of the audit: "
                         f"{reason.replace('-', ' ')}"
                     ),
                     count=len(entries),
@@ -207,7 +207,7 @@ def empty_caption_finding(samples: pd.DataFrame, analyzer: str = "dataset") -> F
     return Finding(
         severity="warning",
         code="empty-caption",
-        message=f"{count} sample(s) have an empty or whitespace-only caption",
+        message="samples with an empty or whitespace-only caption",
         count=count,
         examples=samples.loc[empty, SAMPLE_ID].head(MAX_EXAMPLES).tolist(),
         analyzer=analyzer,

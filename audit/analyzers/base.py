@@ -49,6 +49,11 @@ class AuditContext:
             indexed by sample_id, so later analyzers can break them down.
         rows_read: Rows or records the reader found, before bad rows were left out.
         reader_findings: Problems the reader counted while loading.
+        failed_partitions: `(partition key, error)` of partitions that failed on
+            every retry; their samples are missing from the results.
+
+    In `map_chunk`, `sample_count` and `sample_columns` describe the partition
+    being analysed; in `finalize`, the whole audit.
     """
 
     rules: dict[str, Any]
@@ -58,6 +63,7 @@ class AuditContext:
     sample_columns: pd.DataFrame = field(default_factory=pd.DataFrame)
     rows_read: int = 0
     reader_findings: list[Finding] = field(default_factory=list)
+    failed_partitions: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pandas as pd
 
 from eoaudit.analyzers.base import Analyzer, ChunkResult, register
 from eoaudit.figures import new_figure, to_png
-from eoaudit.results import AnalyzerResult
+from eoaudit.results import AnalyzerResult, Finding
 from eoaudit.samples import CAPTION, IMAGE, TIME
 
 
@@ -133,6 +133,25 @@ class DatasetAnalyzer(Analyzer[DatasetCounts]):
                 state.last_time.isoformat(),
             ]
         result.findings.extend(self.context.reader_findings)
+        failed = self.context.failed_partitions
+        result.add_metric(
+            "failed_partitions",
+            len(failed),
+            "partitions",
+            "lower_is_better",
+            "Partitions that failed on every retry; their samples are not in the results.",
+        )
+        if failed:
+            result.findings.append(
+                Finding(
+                    severity="error",
+                    code="partition-failed",
+                    message="partitions that failed on every retry and are missing from the audit",
+                    count=len(failed),
+                    examples=[f"{key}: {error}" for key, error in failed[:5]],
+                    analyzer=self.name,
+                )
+            )
         result.add_figure(
             "fields", "Share of samples carrying each field", _fields_png(shares, total)
         )

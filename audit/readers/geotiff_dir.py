@@ -113,7 +113,7 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
             Finding(
                 severity="info",
                 code="image-without-caption",
-                message=f"{len(uncaptioned)} GeoTIFF(s) in {path} have no caption",
+                message=f"GeoTIFFs in {path} without a caption",
                 count=len(uncaptioned),
                 examples=uncaptioned[:MAX_EXAMPLES],
                 analyzer="dataset",

@@ -19,17 +19,20 @@ Captions without a metadata or chip match are kept and counted in a finding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from eoaudit.errors import InputError
 from eoaudit.images import ZarrChipRef, read_zarr_metadata
 from eoaudit.readers import _common
 from eoaudit.readers.options import ReadOptions
-from eoaudit.results import Finding
+from eoaudit.results import Finding, merge_findings
 from eoaudit.samples import (
     CAPTION,
     CRS,
@@ -76,12 +79,26 @@ def caption_files(path: Path) -> list[Path]:
     return [path]
 
 
-def read(path: Path, options: ReadOptions) -> SampleSet:
-    """Read Llama3-SSL4EO-S12 captions and join metadata and chips.
+@dataclass(frozen=True)
+class Part:
+    """One partition of a caption dataset: a chunk CSV, or one row group of a Parquet file."""
+
+    file: Path
+    row_group: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable name of the partition, used in findings and the resume manifest."""
+        if self.row_group is None:
+            return self.file.name
+        return f"{self.file.name}#row-group-{self.row_group}"
+
+
+def partitions(path: Path) -> list[Part]:
+    """List the partitions of a dataset path without reading the captions.
 
     Raises:
-        InputError: When no caption file is found, a column is missing, or a
-            row is bad under `on_bad_rows="error"`.
+        InputError: When the path holds no caption file.
     """
     files = caption_files(path)
     if not files:
@@ -89,8 +106,48 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
             f"{path}: no Llama3-SSL4EO-S12 caption files found "
             f"(expected {CHUNK_GLOB} chunk CSVs or a split Parquet file such as val.parquet)"
         )
+    parts: list[Part] = []
+    for file in files:
+        if file.suffix.lower() == ".parquet":
+            try:
+                groups = pq.ParquetFile(file).num_row_groups
+            except Exception as error:  # pyarrow raises ArrowInvalid, OSError and others
+                raise InputError(f"{file}: not a readable Parquet file ({error})") from None
+            parts.extend(Part(file, group) for group in range(groups))
+        else:
+            parts.append(Part(file))
+    return parts
+
+
+def read(path: Path, options: ReadOptions) -> SampleSet:
+    """Read Llama3-SSL4EO-S12 captions and join metadata and chips.
+
+    Raises:
+        InputError: When no caption file is found, a column is missing, or a
+            row is bad under `on_bad_rows="error"`.
+    """
+    loaded = [read_partition(path, part, options) for part in partitions(path)]
+    samples = pd.concat([p.samples for p in loaded])
     bad_rows = BadRows(str(path), options.on_bad_rows)
-    frame, labels = _read_captions(files, bad_rows, options.encoding)
+    merged = build_samples(
+        samples.drop(columns="geometry").reset_index(drop=True),
+        geometry=gpd.GeoSeries(samples.geometry.to_numpy(), crs=CRS),
+        source=str(path),
+        bad_rows=bad_rows,
+    )
+    findings = merge_findings([f for p in loaded for f in p.findings] + bad_rows.findings())
+    rows_read = sum(p.rows_read for p in loaded)
+    return SampleSet(merged, str(path), "llama3-ssl4eo", rows_read, findings)
+
+
+def read_partition(path: Path, part: Part, options: ReadOptions) -> SampleSet:
+    """Read one partition and join its metadata and chips.
+
+    Duplicate sample ids are checked within the partition only; :func:`read`
+    checks them across the whole dataset.
+    """
+    bad_rows = BadRows(str(path), options.on_bad_rows)
+    frame, labels = _read_captions([part], bad_rows, options.encoding)
     rows_read = len(frame) + bad_rows.unparsed
 
     out = _to_model(frame, labels, bad_rows, str(path))
@@ -107,7 +164,7 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
                 severity="info",
                 code="metadata-not-given",
                 message=(
-                    "no SSL4EO-S12 v1.1 metadata given, so samples have no footprint or "
+                    "samples without SSL4EO-S12 v1.1 metadata, so without footprint or "
                     "acquisition time unless chips supply them; pass --metadata FILE"
                 ),
                 count=len(out),
@@ -128,13 +185,17 @@ def read(path: Path, options: ReadOptions) -> SampleSet:
 
 
 def _read_captions(
-    files: list[Path], bad_rows: BadRows, encoding: str
+    parts: list[Part], bad_rows: BadRows, encoding: str
 ) -> tuple[pd.DataFrame, list[str]]:
     frames = []
     labels: list[str] = []
-    for file in files:
+    for part in parts:
+        file = part.file
         file_rows = BadRows(str(file), bad_rows.policy)
-        frame = _common.read_table_file(file, file_rows, encoding)
+        if part.row_group is None:
+            frame = _common.read_table_file(file, file_rows, encoding)
+        else:
+            frame = pq.ParquetFile(file).read_row_group(part.row_group).to_pandas()
         # Malformed lines are reported under the file they are in.
         for reason, entries in file_rows.problems.items():
             for label, detail in entries:
@@ -146,11 +207,11 @@ def _read_captions(
                 f"({', '.join(COLUMNS)})"
             )
         frames.append(pd.DataFrame(frame))
-        labels.extend(f"{file.name} row {i + 1}" for i in range(len(frame)))
+        labels.extend(f"{part.key} row {i + 1}" for i in range(len(frame)))
     bad_rows.raise_if_strict()
     combined = pd.concat(frames, ignore_index=True)
     if combined.empty:
-        raise InputError(f"{files[0].parent}: the caption files have no rows")
+        raise InputError(f"{parts[0].file}: the caption file has no rows")
     return combined, labels
 
 
@@ -186,12 +247,14 @@ def _to_model(
     return out
 
 
-def _join_metadata(
-    out: pd.DataFrame, metadata_path: Path
-) -> tuple[pd.DataFrame, gpd.GeoSeries, Finding | None]:
-    """Add footprints, acquisition times and tile ids from the v1.1 metadata."""
-    if not metadata_path.is_file():
-        raise InputError(f"--metadata {metadata_path}: file not found")
+@lru_cache(maxsize=2)
+def _metadata_lookup(metadata_path: Path, size: int, mtime_ns: int) -> pd.DataFrame:
+    """Read the metadata GeoParquet once per process into a table keyed by `_key`.
+
+    Every partition joins against the same file, so the parsed table is kept
+    (the arguments `size` and `mtime_ns` make a changed file a new cache entry).
+    NOTE: for the 1M-row train metadata this table takes a few hundred MB per process.
+    """
     try:
         metadata = gpd.read_parquet(metadata_path)
     except Exception as error:  # pyarrow and geopandas raise several types here
@@ -220,6 +283,17 @@ def _join_metadata(
         if extra in metadata.columns:
             lookup[extra] = metadata[extra].to_numpy()
     lookup = lookup.drop_duplicates("_key")
+    return lookup
+
+
+def _join_metadata(
+    out: pd.DataFrame, metadata_path: Path
+) -> tuple[pd.DataFrame, gpd.GeoSeries, Finding | None]:
+    """Add footprints, acquisition times and tile ids from the v1.1 metadata."""
+    if not metadata_path.is_file():
+        raise InputError(f"--metadata {metadata_path}: file not found")
+    stat = metadata_path.stat()
+    lookup = _metadata_lookup(metadata_path.resolve(), stat.st_size, stat.st_mtime_ns)
 
     merged = out.merge(lookup, how="left", left_on=SAMPLE_ID, right_on="_key", validate="m:1")
     matched = merged["_key"].notna()
@@ -235,8 +309,8 @@ def _join_metadata(
             severity="warning",
             code="metadata-unmatched",
             message=(
-                f"{unmatched} caption(s) have no (sample_id, time_id) match in "
-                f"{metadata_path.name}; they are kept without footprint or acquisition time"
+                f"captions without a (sample_id, time_id) match in {metadata_path.name}; "
+                "they are kept without footprint or acquisition time"
             ),
             count=unmatched,
             examples=examples,
@@ -319,8 +393,8 @@ def _missing_chip_finding(
         severity="warning",
         code="chip-missing",
         message=(
-            f"{len(missing)} caption(s) have no chip in "
-            f"{', '.join(str(f) for f in folders.values())}; they are audited without pixels"
+            f"captions without a chip in {', '.join(str(f) for f in folders.values())}; "
+            "they are audited without pixels"
         ),
         count=len(missing),
         examples=missing[SAMPLE_ID].head(MAX_EXAMPLES).tolist(),
