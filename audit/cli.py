@@ -21,11 +21,11 @@ from eoaudit.errors import EoauditError
 from eoaudit.gates import write_junit
 from eoaudit.output import REPORT, read_results, write_atomic, write_outputs
 from eoaudit.readers import FORMATS, ReadOptions
-from eoaudit.samples import SampleSet
-from eoaudit.sources import FrameSource, SampleSource, open_source
 from eoaudit.readers._common import parse_time_regex
 from eoaudit.report import render_report
 from eoaudit.ruleset import load_rules
+from eoaudit.samples import SampleSet
+from eoaudit.sources import FrameSource, SampleSource, open_source
 
 EXIT_GATE_FAILED = 1
 EXIT_INPUT_ERROR = 2

@@ -156,7 +156,9 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
     running = [classes[n] for n in names if n not in skipped]
 
     run = RunCache.open(
-        options.cache_dir, run_fingerprint(source.fingerprint(), names, rules, options, __version__), options.resume
+        options.cache_dir,
+        run_fingerprint(source.fingerprint(), names, rules, options, __version__),
+        options.resume,
     )
     try:
         outcomes = _analyse_partitions(source, keys, running, rules, options, run, probe)
@@ -288,7 +290,11 @@ def _analyse_partitions(
         for index, key in enumerate(keys):
             if run.is_done(index, key):
                 continue
-            preloaded = source.load(index) if in_memory else (probe if index == 0 else None)
+            preloaded = None
+            if in_memory:
+                preloaded = source.load(index)
+            elif index == 0:
+                preloaded = probe
             yield PartitionTask(
                 index=index,
                 key=key,

@@ -1,4 +1,4 @@
-"""Where partitions are analysed: in this process, or on a Dask cluster.
+"""Executors that analyse partitions in this process or on a Dask cluster.
 
 One task loads one partition and runs every selected analyzer's `map_chunk`
 on it, chunk by chunk; the client merges the states in partition order. The
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ DEFAULT_RETRIES = 2
 
 @dataclass
 class PartitionTask:
-    """What a worker needs to analyse one partition.
+    """The work order for one partition, sent to a worker.
 
     Either `source` and `index` (the worker loads the partition itself) or
     `preloaded` (samples already in memory, sent along) is set.
@@ -58,7 +58,7 @@ class PartitionTask:
 
 @dataclass
 class PartitionOutcome:
-    """What a worker sends back for one partition.
+    """The analysed partition that a worker returns.
 
     Attributes:
         index: Position of the partition in the dataset.
@@ -169,21 +169,23 @@ class LocalExecutor(Executor):
     ) -> Iterator[PartitionOutcome | FailedPartition]:
         """Run each task, retrying it up to `retries` times when it raises."""
         for task in tasks:
-            yield _with_retries(lambda t=task: process_partition(t), task, self.retries)
+            yield _with_retries(task, self.retries)
 
 
-def _with_retries(
-    call: Callable[[], PartitionOutcome], task: PartitionTask, retries: int
-) -> PartitionOutcome | FailedPartition:
+def _with_retries(task: PartitionTask, retries: int) -> PartitionOutcome | FailedPartition:
+    message = ""
     for attempt in range(retries + 1):
         try:
-            return call()
+            return process_partition(task)
         except (KeyboardInterrupt, SystemExit, MemoryError, EoauditError):
             raise
-        except Exception as error:  # any analyzer error fails only this partition
+        except Exception as error:  # an analyzer bug fails this partition, not the run
             logger.warning(
                 "partition %s failed (attempt %d of %d): %s",
-                task.key, attempt + 1, retries + 1, error,
+                task.key,
+                attempt + 1,
+                retries + 1,
+                error,
             )
             logger.debug("%s", traceback.format_exc())
             message = f"{type(error).__name__}: {error}"
@@ -197,7 +199,9 @@ class DaskExecutor(Executor):
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:
-            raise MissingDependencyError("distributed", "--scheduler " + scheduler, "dask") from None
+            raise MissingDependencyError(
+                "distributed", "--scheduler " + scheduler, "dask"
+            ) from None
         self.retries = retries
         self.cluster = None
         if scheduler == "processes":
@@ -243,7 +247,9 @@ class DaskExecutor(Executor):
         except EoauditError:
             raise
         except Exception as error:  # the task failed on every retry, or its workers died
-            logger.warning("partition %s failed after %d retries: %s", task.key, self.retries, error)
+            logger.warning(
+                "partition %s failed after %d retries: %s", task.key, self.retries, error
+            )
             return FailedPartition(task.index, task.key, f"{type(error).__name__}: {error}")
 
     def close(self) -> None:

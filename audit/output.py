@@ -126,7 +126,9 @@ def combine_sample_files(files: list[Path], target: Path) -> None:
             table = pq.read_table(file)
             for name in unified.names:
                 if name not in table.column_names:
-                    table = table.append_column(name, pa.nulls(len(table), unified.field(name).type))
+                    table = table.append_column(
+                        name, pa.nulls(len(table), unified.field(name).type)
+                    )
             writer.write_table(table.select(unified.names).cast(unified))
 
 

@@ -1,6 +1,6 @@
 """Result objects: what analyzers produce and what `results.json` stores.
 
-An audit produces one :class:`AuditResult`. It holds one :class:`AnalyzerResult`
+An audit produces one :class:`AuditResult`. It contains one :class:`AnalyzerResult`
 per analyzer (ran or skipped), the gate outcomes and the dataset summary. The
 per-sample columns are not stored here but in `samples.parquet`.
 
@@ -36,7 +36,7 @@ class Metric:
             zero samples).
         unit: Unit in words: `samples`, `fraction` (0..1), `tokens`, `km` ...
         direction: Whether larger values are better, worse or neither.
-        description: One sentence that says what was counted over what.
+        description: One sentence stating what was counted over what.
     """
 
     key: str

@@ -3,8 +3,8 @@
 Each run writes into `CACHE_DIR/runs/<fingerprint>/`:
 
 - `part-<index>.pkl`: the analyzers' partial states, the reader's findings and
-  the row count of one partition (pickle; the folder is trusted like any local
-  cache, never load one from elsewhere);
+  the row count of one partition. It is a pickle, so the folder must be as
+  trusted as any local cache: never resume from a folder copied from elsewhere.
 - `part-<index>.parquet`: the partition's samples with per-sample columns;
 - `manifest.json`: the fingerprint and the finished partitions, rewritten
   atomically after each one.
@@ -130,7 +130,7 @@ class RunCache:
     def load(self, index: int) -> PartitionOutcome:
         """Load a finished partition's outcome (per-sample columns only, not the samples)."""
         with self._state_path(index).open("rb") as handle:
-            outcome: PartitionOutcome = pickle.load(handle)  # noqa: S301 - own cache
+            outcome: PartitionOutcome = pickle.load(handle)  # the run folder is this tool's own cache
         return outcome
 
     def sample_files(self, count: int) -> list[Path]:

@@ -1,6 +1,6 @@
 """Sample sources: a dataset split into partitions that can be loaded one at a time.
 
-The engine never needs the whole dataset in memory: it asks a source for its
+The engine never needs the whole dataset in memory. It reads a source's
 partition keys, and each worker loads and analyses one partition. A source
 must be picklable and cheap to send (paths and options, not data).
 
@@ -19,8 +19,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from eoaudit.readers import ReadOptions, detect_format, read_dataset
-from eoaudit.readers import llama3_ssl4eo
+from eoaudit.readers import ReadOptions, detect_format, llama3_ssl4eo, read_dataset
 from eoaudit.samples import SampleSet
 
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import plugins
 import pytest
 
-import plugins
 from eoaudit import AuditOptions, ReadOptions, run_audit
 from eoaudit.sources import open_source
 
@@ -51,9 +51,7 @@ def llama3_source(test_data, shared_data):
 def test_local_cluster_equals_single_process(landsat_source, llama3_source, tmp_path):
     for source in (landsat_source, llama3_source):
         single = run_audit(source, AuditOptions(chunk_size=150))
-        cluster = run_audit(
-            source, AuditOptions(chunk_size=150, scheduler="processes", workers=2)
-        )
+        cluster = run_audit(source, AuditOptions(chunk_size=150, scheduler="processes", workers=2))
         assert comparable(cluster.result) == comparable(single.result)
         assert len(single.result.metrics) > 5
         assert cluster.samples.equals(single.samples)
@@ -128,13 +126,22 @@ def test_killed_run_resumes_to_same_results(shared_data, tmp_path):
     log = tmp_path / "partitions.log"
     config = tmp_path / "eoaudit.toml"
     config.write_text(
-        "chunk-size = 100\nquiet = true\nanalyzers = \"dataset,test-length\"\n", encoding="utf-8"
+        'chunk-size = 100\nquiet = true\nanalyzers = "dataset,test-length"\n', encoding="utf-8"
     )
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
 
     def arguments(out, resume):
         extra = ["--resume"] if resume else []
-        return ["--config", str(config), "run", "--dataset", str(dataset), "--out", str(out), *extra]
+        return [
+            "--config",
+            str(config),
+            "run",
+            "--dataset",
+            str(dataset),
+            "--out",
+            str(out),
+            *extra,
+        ]
 
     reference_out = tmp_path / "reference"
     reference = run_cli_process(arguments(reference_out, False), env)

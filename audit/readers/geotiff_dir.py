@@ -2,7 +2,7 @@
 
 The captions table is the `captions` option, or else the one file named
 `captions.csv`, `captions.parquet` or `captions.jsonl` in the folder. Its file
-column (`file`, `filename`, `image`, `image_path` or `name`) holds each image's
+column (`file`, `filename`, `image`, `image_path` or `name`) contains each image's
 file name, relative to the folder; several captions may share one image.
 
 Footprint and CRS come from each GeoTIFF (its bounds, reprojected to EPSG:4326

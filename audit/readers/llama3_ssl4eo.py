@@ -98,7 +98,7 @@ def partitions(path: Path) -> list[Part]:
     """List the partitions of a dataset path without reading the captions.
 
     Raises:
-        InputError: When the path holds no caption file.
+        InputError: When the path contains no caption file.
     """
     files = caption_files(path)
     if not files:
