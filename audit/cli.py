@@ -185,6 +185,71 @@ def main(ctx: click.Context, config: Path | None) -> None:
     help="Folder for caches kept between runs. [default: OUT/.cache]",
 )
 @click.option(
+    "--worldcover",
+    metavar="SOURCE",
+    help="ESA WorldCover tiles for the hallucination analyzer: a folder of official tiles, "
+    "a GDAL VRT, or a URL template with {version}, {year} and {tile}.",
+)
+@click.option(
+    "--worldcover-version",
+    type=click.Choice(["2021", "2020"]),
+    default="2021",
+    show_default=True,
+    help="WorldCover release: 2021 (v200) or 2020 (v100).",
+)
+@click.option(
+    "--gsd",
+    "gsd_m",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Ground sampling distance of the images in metres, for unsupported-claim checks. "
+    "[default: 10, from rules/vocabulary.yaml]",
+)
+@click.option("--clip-model", help="OpenCLIP architecture name, e.g. ViT-B-16 (alignment).")
+@click.option(
+    "--clip-checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Local OpenCLIP checkpoint file for --clip-model (alignment).",
+)
+@click.option(
+    "--clip-hf-folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local folder of a Hugging Face transformers CLIP model (alignment).",
+)
+@click.option(
+    "--clip-multispectral-checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Local Llama3-MS-CLIP-style checkpoint: ViT-B-16 on 10 Sentinel-2 L2A bands (alignment).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Device for CLIP; auto takes a CUDA GPU when there is one.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="CLIP arithmetic; auto is bf16 or fp16 on a GPU and fp32 on the CPU.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per CLIP batch. [default: from rules/alignment.yaml]",
+)
+@click.option(
+    "--loader-workers",
+    type=click.IntRange(min=0),
+    help="DataLoader processes decoding images for CLIP. [default: CPU cores - 1, at most 4]",
+)
+@click.option(
+    "--sentence-scoring",
+    is_flag=True,
+    help="Score long captions sentence by sentence (mean) instead of truncating them.",
+)
+@click.option(
     "--scheduler",
     default="local",
     show_default=True,
@@ -223,6 +288,7 @@ def run(**options: Any) -> None:
             seed=options["seed"],
             progress=not options["quiet"],
             cache_dir=options["cache_dir"] or options["out"] / ".cache",
+            analyzer_options=_analyzer_options(options),
             scheduler=options["scheduler"],
             workers=options["workers"],
             resume=options["resume"],
@@ -286,6 +352,31 @@ def source_samples(source: SampleSource) -> SampleSet:
     """Return the in-memory samples of a source opened with `lazy=False`."""
     assert isinstance(source, FrameSource)
     return source.dataset
+
+
+def _analyzer_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Collect the options meant for individual analyzers; unset ones are left out."""
+    names = {
+        "worldcover": "worldcover",
+        "worldcover_version": "worldcover_version",
+        "gsd_m": "gsd_m",
+        "clip_model": "clip_model",
+        "clip_checkpoint": "clip_checkpoint",
+        "clip_hf_folder": "clip_hf_folder",
+        "clip_multispectral_checkpoint": "clip_multispectral_checkpoint",
+        "device": "device",
+        "precision": "precision",
+        "batch_size": "batch_size",
+        "loader_workers": "workers",
+        "sentence_scoring": "sentence_scoring",
+    }
+    selected = {}
+    for option, key in names.items():
+        value = options.get(option)
+        if value is not None and value is not False:
+            selected[key] = str(value) if isinstance(value, Path) else value
+    selected["progress"] = not options["quiet"]
+    return selected
 
 
 def _read_options(options: dict[str, Any]) -> ReadOptions:

@@ -224,9 +224,9 @@ def test_progress_bars_go_to_stderr_unless_quiet(landsat_csv, tmp_path):
     quiet = runner.invoke(
         main, ["run", "--dataset", str(landsat_csv), "--out", str(tmp_path / "b"), "-q"]
     )
-    assert "chunk" in loud.stderr
-    assert "chunk" not in quiet.stderr
-    assert "chunk" not in loud.stdout
+    assert "partitions" in loud.stderr
+    assert "partitions" not in quiet.stderr
+    assert "partitions" not in loud.stdout
 
 
 def test_analyzers_command_lists_registry():
