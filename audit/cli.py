@@ -367,7 +367,7 @@ def _analyzer_options(options: dict[str, Any]) -> dict[str, Any]:
         "device": "device",
         "precision": "precision",
         "batch_size": "batch_size",
-        "loader_workers": "workers",
+        "loader_workers": "decode_workers",
         "sentence_scoring": "sentence_scoring",
     }
     selected = {}

@@ -95,8 +95,11 @@ class Audit:
     def samples(self) -> gpd.GeoDataFrame:
         """Load all samples with their per-sample columns into memory."""
         frames = [gpd.read_parquet(path) for path in self.sample_files]
-        samples = pd.concat(frames) if frames else gpd.GeoDataFrame()
-        return gpd.GeoDataFrame(samples, geometry="geometry", crs=frames[0].crs if frames else None)
+        if not frames:
+            return gpd.GeoDataFrame({"sample_id": []}, geometry=[], crs="EPSG:4326")
+        samples = gpd.GeoDataFrame(pd.concat(frames), geometry="geometry", crs=frames[0].crs)
+        samples.index = pd.Index(samples["sample_id"].to_numpy())
+        return samples
 
     def discard_cache(self) -> None:
         """Delete this run's partition files; call after the outputs are written."""

@@ -13,6 +13,7 @@ the zarr 3 package through its `ZipStore`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -176,6 +177,26 @@ def _footprints(
     return polygons
 
 
+@lru_cache(maxsize=8)
+def _opened_zarr(
+    path: Path, size: int, mtime_ns: int
+) -> tuple[zarr.Group, dict[str, tuple[int, int]]]:
+    """Open a Zarr Zip once per process and index its acquisitions by sample id.
+
+    Chips are read one at a time, so reopening the zip and reading every
+    sample id for each chip would dominate; `size` and `mtime_ns` make a
+    changed file a new cache entry. Up to 8 files stay open per process.
+    """
+    group = open_zarr_zip(path)
+    ids = np.asarray(_array(group, "sample_id")[...]).astype(str)
+    positions = {
+        str(ids[location, time]): (location, time)
+        for location in range(ids.shape[0])
+        for time in range(ids.shape[1])
+    }
+    return group, positions
+
+
 def read_chip(ref: str, bands: list[int] | None = None) -> np.ndarray:
     """Read the pixels of one sample as a `(bands, height, width)` array.
 
@@ -188,16 +209,14 @@ def read_chip(ref: str, bands: list[int] | None = None) -> np.ndarray:
     """
     parsed = parse_image_ref(ref)
     if isinstance(parsed, ZarrChipRef):
-        group = open_zarr_zip(parsed.path)
-        try:
-            ids = np.asarray(_array(group, "sample_id")[...]).astype(str)
-            matches = np.argwhere(ids == f"{parsed.sample}_{parsed.time}")
-            if len(matches) == 0:
-                raise InputError(f"{parsed.path}: sample {parsed.sample}_{parsed.time} not found")
-            location, time_index = matches[0]
-            chip = np.asarray(_array(group, "bands")[int(location), int(time_index)])
-        finally:
-            group.store.close()
+        stat = parsed.path.stat() if parsed.path.is_file() else None
+        if stat is None:
+            raise InputError(f"{parsed.path}: Zarr Zip file not found")
+        group, positions = _opened_zarr(parsed.path, stat.st_size, stat.st_mtime_ns)
+        position = positions.get(f"{parsed.sample}_{parsed.time}")
+        if position is None:
+            raise InputError(f"{parsed.path}: sample {parsed.sample}_{parsed.time} not found")
+        chip = np.asarray(_array(group, "bands")[position[0], position[1]])
         return chip if bands is None else chip[bands]
 
     import rasterio
