@@ -304,7 +304,9 @@ def run(**options: Any) -> None:
             audit_options,
         )
         html = render_report(audit.result, load_rules(options["rules_dir"]))
-        paths = write_outputs(audit.result, audit.sample_files, html, options["out"])
+        paths = write_outputs(
+            audit.result, audit.sample_files, html, options["out"], audit.final_columns
+        )
         audit.discard_cache()
         if options["junit"]:
             write_junit(audit.result.gates, options["junit"])

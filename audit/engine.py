@@ -84,12 +84,15 @@ class Audit:
         result: Metrics, tables, findings, figures and gate outcomes.
         sample_files: One GeoParquet file per partition, in dataset order, with
             the samples and their per-sample columns `<analyzer>.<column>`.
-        run: The cache folder holding those files.
+        run: The cache folder containing those files.
+        final_columns: Per-sample columns that analyzers computed in
+            `finalize`, indexed by sample_id, to be joined onto the files.
     """
 
     result: AuditResult
     sample_files: list[Path]
     run: RunCache
+    final_columns: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def samples(self) -> gpd.GeoDataFrame:
@@ -99,6 +102,8 @@ class Audit:
             return gpd.GeoDataFrame({"sample_id": []}, geometry=[], crs="EPSG:4326")
         samples = gpd.GeoDataFrame(pd.concat(frames), geometry="geometry", crs=frames[0].crs)
         samples.index = pd.Index(samples["sample_id"].to_numpy())
+        if len(self.final_columns.columns):
+            samples = samples.join(self.final_columns)
         return samples
 
     def discard_cache(self) -> None:
@@ -219,7 +224,9 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
     )
     result.gates = evaluate_gates(gates, result.metrics)
     result.duration_s = round(time.perf_counter() - clock, 3)
-    return Audit(result, run.sample_files(len(keys)), run)
+    # Columns that need every partition (duplicate clusters, say) are added in finalize.
+    late = [c for c in context.sample_columns.columns if c not in outcomes.columns.columns]
+    return Audit(result, run.sample_files(len(keys)), run, context.sample_columns[late])
 
 
 def _as_source(dataset: SampleSet | SampleSource, options: AuditOptions) -> SampleSource:

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -56,7 +57,11 @@ def _temporary_file(path: Path, data: bytes) -> Path:
 
 
 def write_outputs(
-    result: AuditResult, sample_files: list[Path], report_html: str, out_dir: Path
+    result: AuditResult,
+    sample_files: list[Path],
+    report_html: str,
+    out_dir: Path,
+    final_columns: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write the report, the results and the per-sample table into `out_dir`.
 
@@ -83,7 +88,7 @@ def write_outputs(
         os.close(handle)
         Path(name).chmod(_FILE_MODE)
         pending.append((Path(name), target))
-        combine_sample_files(sample_files, Path(name))
+        combine_sample_files(sample_files, Path(name), final_columns)
 
         target = out_dir / REPORT
         pending.append((_temporary_file(target, report_html.encode("utf-8")), target))
@@ -99,15 +104,28 @@ def write_outputs(
     return {"report": out_dir / REPORT, "results": out_dir / RESULTS, "samples": out_dir / SAMPLES}
 
 
-def combine_sample_files(files: list[Path], target: Path) -> None:
+def combine_sample_files(
+    files: list[Path], target: Path, final_columns: pd.DataFrame | None = None
+) -> None:
     """Concatenate per-partition GeoParquet files into one, a partition at a time.
+
+    `final_columns`, indexed by sample_id, are joined onto each partition.
 
     Column types are unified across partitions (a column that is all null in
     one partition takes the type it has in the others). The GeoParquet
     metadata of the first file is kept without its bounding box, which
     described that partition only.
     """
+    extra = final_columns if final_columns is not None and len(final_columns.columns) else None
     schemas = [pq.read_schema(file) for file in files]
+    if extra is not None and schemas:
+        sample = pa.Table.from_pandas(extra.head(0).reset_index(drop=True), preserve_index=False)
+        schemas = [
+            pa.unify_schemas([schema, sample.schema.remove_metadata()]).with_metadata(
+                schema.metadata
+            )
+            for schema in schemas
+        ]
     if not schemas:
         gpd.GeoDataFrame({"sample_id": []}, geometry=[], crs="EPSG:4326").to_parquet(target)
         return
@@ -124,6 +142,14 @@ def combine_sample_files(files: list[Path], target: Path) -> None:
     with pq.ParquetWriter(target, unified) as writer:
         for file in files:
             table = pq.read_table(file)
+            if extra is not None:
+                ids = table.column("sample_id").to_pandas()
+                joined = extra.reindex(ids.to_numpy()).reset_index(drop=True)
+                for column in joined.columns:
+                    table = table.append_column(
+                        column,
+                        pa.Array.from_pandas(joined[column], type=unified.field(column).type),
+                    )
             for name in unified.names:
                 if name not in table.column_names:
                     table = table.append_column(

@@ -233,3 +233,21 @@ def test_analyzers_command_lists_registry():
     result = invoke("analyzers")
     for name in registered_analyzers():
         assert name in result.output
+
+
+def test_columns_from_finalize_reach_samples_parquet(shared_data, tmp_path):
+    path = shared_data / "ucm-sydney-captions" / "dataset_sydney_modified.json"
+    out = tmp_path / "out"
+    result = invoke("run", "--dataset", str(path), "--chunk-size", "500", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+
+    samples = gpd.read_parquet(out / "samples.parquet")
+    normalised = (
+        samples["caption"]
+        .str.lower()
+        .str.replace(r"[^\w\s]", " ", regex=True)
+        .str.split()
+        .str.join(" ")
+    )
+    assert samples["vocabulary.exact_duplicate"].sum() == normalised.duplicated().sum()
+    assert "vocabulary.near_duplicate_cluster" in samples
