@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from spacy.attrs import IDX, IS_PUNCT, LENGTH, LOWER, ORTH
 from spacy.lookups import Table
+from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Token
 
 from eoaudit.errors import InputError
@@ -210,6 +212,58 @@ def lemma_key(token: Token) -> str:
     return _lemma_table().get(lower, token.lemma_.lower() or lower)
 
 
+_KEYS: dict[tuple[int, int], tuple[str, str]] = {}
+"""(orth hash, lower hash) to (lower form, matching key), filled as words are seen."""
+
+
+def _token_keys(doc: Doc) -> tuple[list[str], list[str]]:
+    """Return the lower-case forms and matching keys of a doc's tokens.
+
+    Same result as `token.lower_` and :func:`lemma_key` with the lookup
+    lemmatizer, but computed from the word forms in the doc's attribute array.
+    Creating a Token object per word dominated the run time, and this way the
+    pipeline's lemmatizer need not run.
+    """
+    strings = doc.vocab.strings
+    lowers: list[str] = []
+    keys: list[str] = []
+    for orth_hash, lower_hash in doc.to_array([ORTH, LOWER]).tolist():
+        entry = _KEYS.get((orth_hash, lower_hash))
+        if entry is None:
+            orth = strings[orth_hash]
+            lower = strings[lower_hash]
+            table = _lemma_table()
+            entry = (lower, table.get(lower, table.get(orth, orth).lower() or lower))
+            _KEYS[(orth_hash, lower_hash)] = entry
+        lowers.append(entry[0])
+        keys.append(entry[1])
+    return lowers, keys
+
+
+def _sentence_bounds(doc: Doc) -> list[tuple[int, int]]:
+    """Return `(first token, end token)` of each sentence, by spaCy's sentencizer rule.
+
+    A sentence starts at the first token after a sentence-final character
+    (`Sentencizer.default_punct_chars`) that is neither punctuation nor such a
+    character. Computing it here lets the pipeline skip the sentencizer.
+    """
+    strings = doc.vocab.strings
+    starts = [0]
+    seen_final = False
+    for position, (orth_hash, is_punct) in enumerate(doc.to_array([ORTH, IS_PUNCT]).tolist()):
+        is_final = strings[orth_hash] in _SENTENCE_FINAL
+        if seen_final and not is_punct and not is_final:
+            starts.append(position)
+            seen_final = False
+        elif is_final:
+            seen_final = True
+    ends = [*starts[1:], len(doc)]
+    return [(first, end) for first, end in zip(starts, ends, strict=True) if end > first]
+
+
+_SENTENCE_FINAL = frozenset(Sentencizer.default_punct_chars)
+
+
 @lru_cache(maxsize=1)
 def _lemma_table() -> Table:
     # spaCy's Table hashes string keys on lookup, so it is kept as is (its
@@ -251,29 +305,33 @@ class LandcoverMatcher:
         if (key, class_value) not in entries:
             entries.append((key, class_value))
 
-    def find_mentions(self, doc: Doc) -> list[Mention]:
+    def find_mentions(self, doc: Doc, text: str | None = None) -> list[Mention]:
         """Return the mentions of one caption, in caption order.
 
         Args:
-            doc: The caption processed by :func:`eoaudit.nlp.english_pipeline`
-                (sentence boundaries are needed).
+            doc: The caption tokenized by :func:`eoaudit.nlp.english_pipeline`;
+                the lemmatizer and sentencizer need not have run.
+            text: The caption the doc was made from, if at hand; it saves
+                rebuilding the text from the tokens.
         """
-        lowers = [token.lower_ for token in doc]
-        keys = [lemma_key(token) for token in doc]
+        lowers, keys = _token_keys(doc)
         spans = self._match(lowers, keys)
         if not spans:
             return []
-        negated = _negated_tokens(doc, keys, spans)
-        hedged = _hedged_tokens(doc, keys)
+        sentences = _sentence_bounds(doc)
+        negated = _negated_tokens(sentences, keys, spans)
+        hedged = _hedged_tokens(sentences, keys)
+        offsets = doc.to_array([IDX, LENGTH]).tolist()
+        caption = doc.text if text is None else text
         mentions = []
         for first, last, class_value in spans:
-            start = doc[first].idx
-            end = doc[last - 1].idx + len(doc[last - 1].text)
+            start = offsets[first][0]
+            end = offsets[last - 1][0] + offsets[last - 1][1]
             mentions.append(
                 Mention(
                     start=start,
                     end=end,
-                    text=doc.text[start:end],
+                    text=caption[start:end],
                     class_value=class_value,
                     negated=first in negated,
                     hedged=first in hedged,
@@ -293,9 +351,11 @@ class LandcoverMatcher:
         position = 0
         while position < len(keys):
             found = None
-            candidates = self._entries.get(lowers[position], []) + self._entries.get(
-                keys[position], []
-            )
+            lower, key = lowers[position], keys[position]
+            if lower not in self._entries and key not in self._entries:
+                position += 1
+                continue
+            candidates = self._entries.get(lower, []) + self._entries.get(key, [])
             for key, class_value in sorted(candidates, key=lambda entry: -len(entry[0])):
                 end = position + len(key)
                 if end <= len(keys) and all(
@@ -355,24 +415,29 @@ def _lexicon_words(lexicon: dict[str, Any]) -> list[tuple[int | None, list[str]]
     return words
 
 
+_NEGATION_FIRST_WORDS = frozenset(cue[0] for cue in NEGATION_CUES)
+_HEDGE_FIRST_WORDS = frozenset(cue[0] for cue in HEDGE_CUES)
+
+
 def _sequence_at(keys: list[str], position: int, cues: tuple[tuple[str, ...], ...]) -> int:
     """Return the length of the cue starting at `position`, or 0."""
+    key = keys[position]
     for cue in cues:
-        if tuple(keys[position : position + len(cue)]) == cue:
+        if cue[0] == key and tuple(keys[position : position + len(cue)]) == cue:
             return len(cue)
     return 0
 
 
 def _negated_tokens(
-    doc: Doc, keys: list[str], spans: list[tuple[int, int, int | None]]
+    sentences: list[tuple[int, int]], keys: list[str], spans: list[tuple[int, int, int | None]]
 ) -> set[int]:
     """Return the first-token positions of the mentions in a negation scope."""
     starts = {first: last for first, last, _ in spans}
     negated: set[int] = set()
-    for sentence in doc.sents:
-        position = sentence.start
-        clause_start = sentence.start
-        while position < sentence.end:
+    for sentence_start, sentence_end in sentences:
+        position = sentence_start
+        clause_start = sentence_start
+        while position < sentence_end:
             key = keys[position]
             if key in CLAUSE_BREAKS:
                 clause_start = position + 1
@@ -386,11 +451,13 @@ def _negated_tokens(
             ):
                 negated.update(first for first in starts if clause_start <= first < position)
 
-            length = _sequence_at(keys, position, NEGATION_CUES)
+            length = 0
+            if key in _NEGATION_FIRST_WORDS:
+                length = _sequence_at(keys, position, NEGATION_CUES)
             if length == 0:
                 position += 1
                 continue
-            position = _negation_scope(keys, position + length, sentence.end, starts, negated)
+            position = _negation_scope(keys, position + length, sentence_end, starts, negated)
     return negated
 
 
@@ -431,21 +498,21 @@ def _negation_scope(
     return position
 
 
-def _hedged_tokens(doc: Doc, keys: list[str]) -> set[int]:
+def _hedged_tokens(sentences: list[tuple[int, int]], keys: list[str]) -> set[int]:
     """Return the token positions that lie in a clause with a hedge cue."""
     hedged: set[int] = set()
-    for sentence in doc.sents:
-        clause_start = sentence.start
+    for sentence_start, sentence_end in sentences:
+        clause_start = sentence_start
         has_hedge = False
-        for position in range(sentence.start, sentence.end + 1):
-            at_end = position == sentence.end
+        for position in range(sentence_start, sentence_end + 1):
+            at_end = position == sentence_end
             if at_end or keys[position] in CLAUSE_BREAKS:
                 if has_hedge:
                     hedged.update(range(clause_start, position))
                 clause_start = position + 1
                 has_hedge = False
                 continue
-            if _sequence_at(keys, position, HEDGE_CUES):
+            if keys[position] in _HEDGE_FIRST_WORDS and _sequence_at(keys, position, HEDGE_CUES):
                 has_hedge = True
     return hedged
 

@@ -128,3 +128,23 @@ def test_every_class_of_packaged_lexicon_matches(matcher: LandcoverMatcher) -> N
         for word in entry["terms"] + entry["phrases"]:
             found = mentions(matcher, f"We see {word} here.")
             assert [m.class_value for m in found] == [int(value)], word
+
+
+def test_array_keys_match_token_lemmas(shared_data):
+    """The fast key and sentence paths agree with spaCy's lemmatizer and sentencizer."""
+    import pandas as pd
+
+    from eoaudit.landcover import _sentence_bounds, _token_keys, lemma_key
+    from eoaudit.nlp import english_pipeline
+
+    captions = pd.read_csv(shared_data / "landsat30-au" / "captioning_ft_full.csv")["caption"]
+    rs5m = pd.read_csv(shared_data / "rs5m-samples" / "rs3_dump.csv")["caption"]
+    texts = [*captions.head(150), *rs5m.head(150), "No trees!! Maybe... a lake? Yes."]
+    nlp = english_pipeline()
+    for full, bare in zip(
+        nlp.pipe(texts), nlp.pipe(texts, disable=["lemmatizer", "sentencizer"]), strict=True
+    ):
+        lowers, keys = _token_keys(bare)
+        assert lowers == [token.lower_ for token in full]
+        assert keys == [lemma_key(token) for token in full]
+        assert _sentence_bounds(bare) == [(s.start, s.end) for s in full.sents]

@@ -211,7 +211,10 @@ class HallucinationAnalyzer(Analyzer[HallucinationState]):
             chunk = chunk.to_crs(CRS)
         fractions, statuses = self._fractions(chunk)
         captions = chunk[CAPTION].fillna("").astype(str).tolist()
-        docs = english_pipeline().pipe(captions, batch_size=256)
+        # LandcoverMatcher finds lemmas and sentences itself, so only the tokenizer runs.
+        docs = english_pipeline().pipe(
+            captions, disable=["lemmatizer", "sentencizer"], batch_size=256
+        )
         times = chunk[TIME] if TIME in chunk else pd.Series(pd.NaT, index=chunk.index)
         clouds = chunk[CLOUD_FRACTION] if CLOUD_FRACTION in chunk else None
 
@@ -225,7 +228,7 @@ class HallucinationAnalyzer(Analyzer[HallucinationState]):
                 geometry.centroid.y if geometry is not None and not geometry.is_empty else None
             )
             judged = self._judge(
-                self.matcher.find_mentions(doc),
+                self.matcher.find_mentions(doc, captions[position]),
                 footprint,
                 buffered,
                 status,

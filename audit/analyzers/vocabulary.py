@@ -98,10 +98,10 @@ GROUP_COLUMNS = {IMAGE_ID: "image", LOCATION_ID: "location"}
 UNVERIFIABLE = 0
 """Key of the lexicon's `unverifiable` entries in the land-cover counters."""
 
-# The lookup lemmatizer is not needed: LandcoverMatcher looks lemmas up from the
-# lower-case text itself, and the claim rules list inflected forms. The
-# sentencizer runs only for LandcoverMatcher, which reads doc.sents; sentence
-# counts and frames come from textstats.sentence_starts, which follows the same rule.
+# Only the tokenizer runs: LandcoverMatcher looks lemmas and sentence
+# boundaries up itself, the claim rules list inflected forms, and sentence
+# counts and frames come from textstats.sentence_starts, which follows the
+# sentencizer's rule.
 PIPE_BATCH = 256
 DOC_BATCH = 1000
 """Captions whose spaCy docs are held at once (a 100-word doc takes tens of kilobytes)."""
@@ -238,7 +238,7 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
         sample_ids = chunk.index.to_numpy(dtype=object)
         footprints = self._footprints(chunk)
         keep = int(self.rules["report"]["flagged_examples"])
-        disable = ["lemmatizer"] if self.count_landcover else ["lemmatizer", "sentencizer"]
+        disable = ["lemmatizer", "sentencizer"]
         parts, claims, spans = [], [], []
         claim_counts, landcover = ClaimCounts(), LandcoverCounts()
         for start in range(0, len(captions), DOC_BATCH):
@@ -256,7 +256,7 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
             spans.extend(texts)
             claim_counts = claim_counts.merge(counts, keep)
             if self.count_landcover:
-                landcover = landcover.merge(self._landcover(docs))
+                landcover = landcover.merge(self._landcover(docs, captions[batch]))
         tokens = TokenizedTexts.concat(parts)
         cap = int(self.rules["exact_distinct_cap"])
 
@@ -348,11 +348,11 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
                 counts.examples.append((str(sample_id), caption, spans[-1]))
         return numbers, spans, counts
 
-    def _landcover(self, docs: list[Any]) -> LandcoverCounts:
+    def _landcover(self, docs: list[Any], texts: list[str]) -> LandcoverCounts:
         counts = LandcoverCounts()
-        for doc in docs:
+        for doc, text in zip(docs, texts, strict=True):
             mentioned = set()
-            for mention in self.landcover.find_mentions(doc):
+            for mention in self.landcover.find_mentions(doc, text):
                 value = UNVERIFIABLE if mention.class_value is None else mention.class_value
                 if mention.negated:
                     counts.negated[value] += 1

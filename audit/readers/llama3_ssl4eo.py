@@ -249,7 +249,7 @@ def _to_model(
 
 @lru_cache(maxsize=2)
 def _metadata_lookup(metadata_path: Path, size: int, mtime_ns: int) -> pd.DataFrame:
-    """Read the metadata GeoParquet once per process into a table keyed by `_key`.
+    """Read the metadata GeoParquet once per process into a table indexed by acquisition id.
 
     Every partition joins against the same file, so the parsed table is kept
     (the arguments `size` and `mtime_ns` make a changed file a new cache entry).
@@ -282,8 +282,7 @@ def _metadata_lookup(metadata_path: Path, size: int, mtime_ns: int) -> pd.DataFr
     for extra in ("tile_id", "tile_crs"):
         if extra in metadata.columns:
             lookup[extra] = metadata[extra].to_numpy()
-    lookup = lookup.drop_duplicates("_key")
-    return lookup
+    return lookup.drop_duplicates("_key").set_index("_key")
 
 
 def _join_metadata(
@@ -295,11 +294,17 @@ def _join_metadata(
     stat = metadata_path.stat()
     lookup = _metadata_lookup(metadata_path.resolve(), stat.st_size, stat.st_mtime_ns)
 
-    merged = out.merge(lookup, how="left", left_on=SAMPLE_ID, right_on="_key", validate="m:1")
-    matched = merged["_key"].notna()
-    geometry = gpd.GeoSeries(merged["_geometry"].where(matched, None).to_numpy(), crs=CRS)
-    merged[TIME] = pd.to_datetime(merged["_time"], utc=True)
-    merged = merged.drop(columns=["_key", "_time", "_geometry"])
+    positions = lookup.index.get_indexer(out[SAMPLE_ID].to_numpy(dtype=object))
+    matched = pd.Series(positions >= 0)
+    found = lookup.iloc[positions.clip(min=0)]
+    merged = out.reset_index(drop=True)
+    for column in found.columns:
+        if not column.startswith("_"):
+            merged[column] = found[column].to_numpy()
+    geometry = gpd.GeoSeries(
+        pd.Series(found["_geometry"].to_numpy()).where(matched, None).to_numpy(), crs=CRS
+    )
+    merged[TIME] = pd.to_datetime(pd.Series(found["_time"].to_numpy()), utc=True)
 
     finding = None
     unmatched = int((~matched).sum())
