@@ -351,11 +351,11 @@ class LandcoverMatcher:
         position = 0
         while position < len(keys):
             found = None
-            lower, key = lowers[position], keys[position]
-            if lower not in self._entries and key not in self._entries:
+            lower, lemma = lowers[position], keys[position]
+            if lower not in self._entries and lemma not in self._entries:
                 position += 1
                 continue
-            candidates = self._entries.get(lower, []) + self._entries.get(key, [])
+            candidates = self._entries.get(lower, []) + self._entries.get(lemma, [])
             for key, class_value in sorted(candidates, key=lambda entry: -len(entry[0])):
                 end = position + len(key)
                 if end <= len(keys) and all(
