@@ -20,16 +20,16 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
 import pandas as pd
 
-from eoaudit.analyzers.base import REQUIREMENTS, Analyzer, AuditContext
+from eoaudit.analyzers.base import Analyzer, AuditContext
 from eoaudit.errors import EoauditError, MissingDependencyError, UsageError
 from eoaudit.results import Finding
-from eoaudit.samples import CAPTION, IMAGE, TIME, SampleSet
+from eoaudit.samples import SampleSet
 from eoaudit.sources import SampleSource
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ class PartitionOutcome:
             columns (`<analyzer>.<column>`), for samples.parquet.
         findings: The reader's findings for this partition.
         rows_read: Rows the reader found in this partition.
-        present: Per requirement, whether any sample of the partition has it.
     """
 
     index: int
@@ -77,17 +76,6 @@ class PartitionOutcome:
     samples: gpd.GeoDataFrame
     findings: list[Finding]
     rows_read: int
-    present: dict[str, bool] = field(default_factory=dict)
-
-
-def requirement_flags(samples: gpd.GeoDataFrame) -> dict[str, bool]:
-    """Return, per analyzer requirement, whether any sample has a value for it."""
-    return {
-        "caption": CAPTION in samples and bool(samples[CAPTION].notna().any()),
-        "geometry": bool(samples.geometry.notna().any()),
-        "time": TIME in samples and bool(samples[TIME].notna().any()),
-        "image": IMAGE in samples and bool(samples[IMAGE].notna().any()),
-    }
 
 
 def process_partition(task: PartitionTask) -> PartitionOutcome:
@@ -132,7 +120,6 @@ def process_partition(task: PartitionTask) -> PartitionOutcome:
         samples=samples,
         findings=loaded.findings,
         rows_read=loaded.rows_read,
-        present=requirement_flags(loaded.samples),
     )
 
 
@@ -276,12 +263,10 @@ def make_executor(scheduler: str, workers: int | None = None) -> Executor:
 
 
 __all__ = [
-    "REQUIREMENTS",
     "Executor",
     "FailedPartition",
     "PartitionOutcome",
     "PartitionTask",
     "make_executor",
     "process_partition",
-    "requirement_flags",
 ]

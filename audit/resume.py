@@ -117,7 +117,6 @@ class RunCache:
             samples=outcome.samples[[c for c in outcome.samples.columns if "." in str(c)]],
             findings=outcome.findings,
             rows_read=outcome.rows_read,
-            present=outcome.present,
         )
         with self._state_path(outcome.index).open("wb") as handle:
             pickle.dump(light, handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -129,8 +128,9 @@ class RunCache:
 
     def load(self, index: int) -> PartitionOutcome:
         """Load a finished partition's outcome (per-sample columns only, not the samples)."""
+        # The run folder is this tool's own cache, so unpickling it is trusted.
         with self._state_path(index).open("rb") as handle:
-            outcome: PartitionOutcome = pickle.load(handle)  # the run folder is this tool's own cache
+            outcome: PartitionOutcome = pickle.load(handle)
         return outcome
 
     def sample_files(self, count: int) -> list[Path]:
