@@ -202,3 +202,42 @@ def test_dataset_file_is_not_modified(tmp_path):
     path = write(tmp_path / "a.csv", text)
     run_cli("run", "--dataset", str(path), "--out", str(tmp_path / "out"), "-q")
     assert path.read_text(encoding="utf-8") == text
+
+
+def test_invalid_scheduler(tmp_path):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,1,2,2020-01-01\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--scheduler", "threads", "--out", str(out))
+    assert_input_error(result, out, "--scheduler 'threads' is invalid", "tcp://")
+
+
+def test_missing_metadata_file(test_data, tmp_path):
+    out = tmp_path / "out"
+    missing = tmp_path / "val_metadata.parquet"
+    result = run_cli(
+        "run",
+        "--dataset",
+        str(test_data / "llama3_ssl4eo"),
+        "--metadata",
+        str(missing),
+        "--out",
+        str(out),
+    )
+    assert_input_error(result, out, "--metadata", "val_metadata.parquet: file not found")
+
+
+def test_missing_worldcover_folder(tmp_path):
+    path = write(tmp_path / "a.csv", HEADER + "1,forest,1,2,2020-01-01\n")
+    out = tmp_path / "out"
+    missing = tmp_path / "tiles"
+    result = run_cli("run", "--dataset", str(path), "--worldcover", str(missing), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert str(missing) in result.output
+    assert not out.exists()
+
+
+def test_missing_config_file(tmp_path):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,1,2,2020-01-01\n")
+    result = run_cli("--config", str(tmp_path / "nope.toml"), "run", "--dataset", str(path))
+    assert result.exit_code == 2
+    assert "nope.toml: file not found" in result.output
