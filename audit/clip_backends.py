@@ -399,7 +399,10 @@ def _multispectral_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
-        raise InputError(f"--clip-multispectral-checkpoint {path}: holds no state dict")
+        raise InputError(
+            f"--clip-multispectral-checkpoint {path}: contains no state dict; "
+            "pass a checkpoint saved with torch.save(model.state_dict())"
+        )
     state: dict[str, torch.Tensor] = {}
     ms_clip = any(key.startswith(_MS_CLIP_PREFIX) for key in loaded)
     for key, value in loaded.items():

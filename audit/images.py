@@ -1,6 +1,6 @@
 """References to a sample's pixels, and reading SSL4EO-S12 v1.1 Zarr Zip files.
 
-The `image` column of the sample model holds a string reference:
+The `image` column of the sample model contains a string reference:
 
 - a file path (GeoTIFF, PNG, JPEG ...), absolute or relative to the dataset;
 - `zarr-zip://PATH?sample=0080717&time=0` for one acquisition of one location

@@ -122,8 +122,7 @@ class BadRows:
                     severity="warning",
                     code=f"bad-rows-{reason}",
                     message=(
-                        f"rows of {self.source} left out of the audit: "
-                        f"{reason.replace('-', ' ')}"
+                        f"rows of {self.source} left out of the audit: {reason.replace('-', ' ')}"
                     ),
                     count=len(entries),
                     examples=examples,

@@ -45,7 +45,7 @@ HLL_PRECISION = 16
 """HyperLogLog register index bits: 65,536 registers, relative error about 0.4 %."""
 
 MAX_N = 4
-"""Longest n-gram counted by the distinct-n measures."""
+"""Maximum n-gram length counted by the distinct-n measures."""
 
 _NGRAM_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _PUNCTUATION = re.compile(r"[^\w\s]+")
@@ -600,7 +600,7 @@ class TextStats:
         return sum(values) / len(values) if values else None
 
     def exact_ngram_counts(self) -> bool:
-        """Whether every distinct n-gram count is exact (no HyperLogLog estimate)."""
+        """Return True when every distinct n-gram count is exact (no HyperLogLog estimate)."""
         return all(counter.exact for counter in self.ngrams.values())
 
     def measures(self, top_openings: int) -> dict[str, float | int | None]:
@@ -806,7 +806,7 @@ class GroupRuns:
     other run is closed at once and only its measures are summed. Merging
     joins the last run of the left state with the first of the right when
     their ids match, so the result does not depend on chunking. An id that
-    occurs in two separate runs counts as two groups; `keys` holds every id
+    occurs in two separate runs counts as two groups; `keys` contains every id
     seen, so such splits can be counted.
 
     Attributes:

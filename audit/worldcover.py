@@ -271,7 +271,7 @@ class WorldCoverSource:
         if not folder.is_dir():
             raise InputError(
                 f"--worldcover {folder}: not a folder, a .vrt file or a template with "
-                "{tile}; give the folder that holds the ESA_WorldCover_10m_*_Map.tif tiles"
+                "{tile}; give the folder that contains the ESA_WorldCover_10m_*_Map.tif tiles"
             )
         prefix = f"ESA_WorldCover_10m_{self.year}_{self.version}_"
         tiles = {

@@ -4,7 +4,7 @@ An analyzer turns samples into an :class:`~eoaudit.results.AnalyzerResult`. It
 works chunk by chunk so that memory stays bounded by the chunk size and chunks
 can run on separate workers:
 
-1. :meth:`Analyzer.map_chunk` sees one chunk of samples and returns a
+1. :meth:`Analyzer.map_chunk` takes one chunk of samples and returns a
    :class:`ChunkResult`: a partial state (small, picklable) and optional
    per-sample columns for that chunk.
 2. :meth:`Analyzer.merge` combines two partial states. It must be associative,
@@ -32,12 +32,12 @@ from eoaudit.samples import CAPTION, IMAGE, TIME
 State = TypeVar("State")
 
 REQUIREMENTS = ("caption", "geometry", "time", "image")
-"""What an analyzer may require: a column with at least one non-missing value."""
+"""Columns an analyzer may require to have at least one non-missing value."""
 
 
 @dataclass
 class AuditContext:
-    """What every analyzer can read besides its chunk.
+    """The shared inputs every analyzer can read besides its chunk.
 
     Attributes:
         rules: Parsed rule files by name (`gates`, `thresholds`, `landcover` ...).
@@ -68,7 +68,7 @@ class AuditContext:
 
 @dataclass
 class ChunkResult(Generic[State]):
-    """What :meth:`Analyzer.map_chunk` returns for one chunk.
+    """The partial result of :meth:`Analyzer.map_chunk` for one chunk.
 
     Attributes:
         state: Partial state to merge with the other chunks' states.

@@ -19,7 +19,7 @@ last), their per-sample measures are broken down by continent, climate group, se
 and urban versus rural, with confidence intervals and a test of each group against
 the rest.
 
-Per chunk only joins and counts happen; the merged state holds counts, so the result
+Per chunk only joins and counts happen; the merged state contains counts, so the result
 does not depend on the chunk size (sums of floating-point measures may differ in the
 last bits).
 """
@@ -860,7 +860,7 @@ def _representation_findings(
                 severity="warning",
                 code=f"underrepresented-{key}",
                 message=(
-                    f"{key} {name} holds {row.land_share:.1%} of the land but "
+                    f"{key} {name} has {row.land_share:.1%} of the land but "
                     f"{row.sample_share:.1%} of the samples on land "
                     f"(representation {row.representation:.2f}, below "
                     f"{config.under_representation})"

@@ -1,6 +1,6 @@
 """Reader for the Karpathy caption JSON of RSICD, UCM-captions and Sydney-captions.
 
-The file holds `{"dataset": ..., "images": [{"filename", "imgid", "split",
+The file contains `{"dataset": ..., "images": [{"filename", "imgid", "split",
 "sentences": [{"raw", "tokens", "sentid", "imgid"}, ...]}, ...]}`. Each sentence
 becomes one sample with id `<imgid>_<sentid>`; `image_id` is the image file
 name, which groups the (usually five) captions of one image. These datasets

@@ -334,7 +334,7 @@ def _join_chips(
     if not folders:
         raise InputError(
             f"--images {images}: no {' or '.join(MODALITIES)} folder inside; "
-            "point --images at the split folder that holds them"
+            "point --images at the split folder that contains them"
         )
     if "file" not in out.columns:
         raise InputError("the captions have no 'file' column, so chips cannot be found")
