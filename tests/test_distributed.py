@@ -186,3 +186,18 @@ def next_manifest(out: Path, process, timeout_s: float = 60.0) -> Path:
             raise AssertionError(f"the run ended early: {process.stderr.read().decode()}")
         time.sleep(0.05)
     raise AssertionError("no partition finished in time")
+
+
+def test_local_workers_keep_the_adaptive_malloc_threshold(monkeypatch):
+    # Dask's default MALLOC_TRIM_THRESHOLD_ made every partition in a worker twice as slow.
+    from eoaudit.execution import make_executor
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    executor = make_executor("processes", workers=1)
+    try:
+        values = executor.client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+        threads = executor.client.run(os.environ.get, "OMP_NUM_THREADS")
+    finally:
+        executor.close()
+    assert list(values.values()) == [None]
+    assert list(threads.values()) == ["1"]
