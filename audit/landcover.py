@@ -32,17 +32,21 @@ clause as hedged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from itertools import pairwise
+from typing import Any, NamedTuple
 
-from spacy.attrs import IDX, IS_PUNCT, LENGTH, LOWER, ORTH
+import numpy as np
+import pandas as pd
+from spacy.attrs import IDX, IS_PUNCT, LENGTH, ORTH
 from spacy.lookups import Table
-from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Token
 
 from eoaudit.errors import InputError
 from eoaudit.nlp import english_pipeline
+from eoaudit.textstats import period_orths, sentence_starts
 
 NEGATION_CUES: tuple[tuple[str, ...], ...] = (
     ("no",),
@@ -180,8 +184,7 @@ SCOPE_STOPS = (
 """Tokens that end a negation scope before a mention is reached."""
 
 
-@dataclass(frozen=True)
-class Mention:
+class Mention(NamedTuple):
     """A span of a caption matched to a lexicon entry.
 
     Attributes:
@@ -212,56 +215,30 @@ def lemma_key(token: Token) -> str:
     return _lemma_table().get(lower, token.lemma_.lower() or lower)
 
 
-_KEYS: dict[tuple[int, int], tuple[str, str]] = {}
-"""(orth hash, lower hash) to (lower form, matching key), filled as words are seen."""
+Entry = tuple[tuple[str, ...], int | None]
+"""A lexicon term or phrase as lower-case words, and its class value (None: unverifiable)."""
+
+_NEGATION = 1
+_HEDGE = 2
 
 
-def _token_keys(doc: Doc) -> tuple[list[str], list[str]]:
-    """Return the lower-case forms and matching keys of a doc's tokens.
+@dataclass(frozen=True)
+class _Word:
+    """What the matcher needs to know of one word form (one ORTH id).
 
-    Same result as `token.lower_` and :func:`lemma_key` with the lookup
-    lemmatizer, but computed from the word forms in the doc's attribute array.
-    Creating a Token object per word dominated the run time, and this way the
-    pipeline's lemmatizer need not run.
+    Attributes:
+        lower: The lower-case form.
+        key: The matching key, as :func:`lemma_key` gives it.
+        entries: Lexicon entries whose first word is `lower` or `key`,
+            longest first.
+        cues: `_NEGATION` when the key can start or be a negation cue,
+            `_HEDGE` when it can start a hedge cue.
     """
-    strings = doc.vocab.strings
-    lowers: list[str] = []
-    keys: list[str] = []
-    for orth_hash, lower_hash in doc.to_array([ORTH, LOWER]).tolist():
-        entry = _KEYS.get((orth_hash, lower_hash))
-        if entry is None:
-            orth = strings[orth_hash]
-            lower = strings[lower_hash]
-            table = _lemma_table()
-            entry = (lower, table.get(lower, table.get(orth, orth).lower() or lower))
-            _KEYS[(orth_hash, lower_hash)] = entry
-        lowers.append(entry[0])
-        keys.append(entry[1])
-    return lowers, keys
 
-
-def _sentence_bounds(doc: Doc) -> list[tuple[int, int]]:
-    """Return `(first token, end token)` of each sentence, by spaCy's sentencizer rule.
-
-    A sentence starts at the first token after a sentence-final character
-    (`Sentencizer.default_punct_chars`) that is neither punctuation nor such a
-    character. Computing it here lets the pipeline skip the sentencizer.
-    """
-    strings = doc.vocab.strings
-    starts = [0]
-    seen_final = False
-    for position, (orth_hash, is_punct) in enumerate(doc.to_array([ORTH, IS_PUNCT]).tolist()):
-        is_final = strings[orth_hash] in _SENTENCE_FINAL
-        if seen_final and not is_punct and not is_final:
-            starts.append(position)
-            seen_final = False
-        elif is_final:
-            seen_final = True
-    ends = [*starts[1:], len(doc)]
-    return [(first, end) for first, end in zip(starts, ends, strict=True) if end > first]
-
-
-_SENTENCE_FINAL = frozenset(Sentencizer.default_punct_chars)
+    lower: str
+    key: str
+    entries: tuple[Entry, ...]
+    cues: int
 
 
 @lru_cache(maxsize=1)
@@ -286,7 +263,8 @@ class LandcoverMatcher:
 
     def __init__(self, lexicon: dict[str, Any]) -> None:
         self.class_names = _class_names(lexicon)
-        self._entries: dict[str, list[tuple[tuple[str, ...], int | None]]] = {}
+        self._entries: dict[str, list[Entry]] = {}
+        self._words: dict[int, _Word] = {}
         tokenizer = english_pipeline().tokenizer
         for class_value, words in _lexicon_words(lexicon):
             for word in words:
@@ -306,69 +284,151 @@ class LandcoverMatcher:
             entries.append((key, class_value))
 
     def find_mentions(self, doc: Doc, text: str | None = None) -> list[Mention]:
-        """Return the mentions of one caption, in caption order.
+        """Return the mentions of one caption, in caption order; see :meth:`find_mentions_many`."""
+        return self.find_mentions_many([doc], None if text is None else [text])[0]
+
+    def find_mentions_many(
+        self, docs: Sequence[Doc], texts: Sequence[str] | None = None
+    ) -> list[list[Mention]]:
+        """Return the mentions of each caption, in caption order.
+
+        The docs are handled together: their token attributes are read into
+        one array, each distinct word form is looked up once, and Python only
+        visits the tokens that can start a lexicon entry and the sentences
+        that hold both a mention and a negation or hedge cue.
 
         Args:
-            doc: The caption tokenized by :func:`eoaudit.nlp.english_pipeline`;
+            docs: Captions tokenized by :func:`eoaudit.nlp.english_pipeline`;
                 the lemmatizer and sentencizer need not have run.
-            text: The caption the doc was made from, if at hand; it saves
-                rebuilding the text from the tokens.
+            texts: The captions the docs were made from, if at hand; they save
+                rebuilding each text from its tokens.
         """
-        lowers, keys = _token_keys(doc)
-        spans = self._match(lowers, keys)
+        tables = [doc.to_array([ORTH, IS_PUNCT, IDX, LENGTH]) for doc in docs]
+        offsets = np.zeros(len(docs) + 1, np.int64)
+        np.cumsum([len(table) for table in tables], out=offsets[1:])
+        found: list[list[Mention]] = [[] for _ in docs]
+        if offsets[-1] == 0:
+            return found
+        table = np.concatenate(tables).astype(np.uint64)
+        codes, forms = pd.factorize(table[:, 0])
+        words = [self._word(orth, docs[0].vocab.strings) for orth in forms.tolist()]
+        entry_forms = np.array([bool(word.entries) for word in words])
+        cue_forms = np.array([word.cues for word in words], np.uint8)
+        code_list = codes.tolist()
+
+        spans = self._match(np.flatnonzero(entry_forms[codes]), offsets, code_list, words)
         if not spans:
-            return []
-        sentences = _sentence_bounds(doc)
-        negated = _negated_tokens(sentences, keys, spans)
-        hedged = _hedged_tokens(sentences, keys)
-        offsets = doc.to_array([IDX, LENGTH]).tolist()
-        caption = doc.text if text is None else text
-        mentions = []
-        for first, last, class_value in spans:
-            start = offsets[first][0]
-            end = offsets[last - 1][0] + offsets[last - 1][1]
-            mentions.append(
-                Mention(
-                    start=start,
-                    end=end,
-                    text=caption[start:end],
-                    class_value=class_value,
-                    negated=first in negated,
-                    hedged=first in hedged,
+            return found
+        first_list, last_list, values, doc_list = (
+            list(column) for column in zip(*spans, strict=True)
+        )
+        firsts, lasts = np.array(first_list), np.array(last_list)
+        starts = sentence_starts(table[:, 0], table[:, 1], period_orths(), offsets)
+        sentence_of_token = np.cumsum(starts) - 1
+        sentence_bounds = np.r_[np.flatnonzero(starts), offsets[-1]].tolist()
+        cues = cue_forms[codes]
+        cue_sentences = {
+            cue: set(sentence_of_token[np.flatnonzero(cues & cue)].tolist())
+            for cue in (_NEGATION, _HEDGE)
+        }
+        sentence_list = sentence_of_token[firsts].tolist()
+        character_starts = table[firsts, 2].astype(np.int64).tolist()
+        character_ends = (table[lasts - 1, 2] + table[lasts - 1, 3]).astype(np.int64).tolist()
+        doc_of_span = np.array(doc_list)
+        breaks = np.flatnonzero(np.r_[True, doc_of_span[1:] != doc_of_span[:-1], True]).tolist()
+
+        for low, high in pairwise(breaks):
+            index = doc_list[low]
+            origin = int(offsets[index])
+            local = [first - origin for first in first_list[low:high]]
+            sentences = set(sentence_list[low:high])
+            scan = {
+                cue: [
+                    (sentence_bounds[s] - origin, sentence_bounds[s + 1] - origin)
+                    for s in sorted(sentences & cue_sentences[cue])
+                ]
+                for cue in (_NEGATION, _HEDGE)
+            }
+            negated = hedged = [False] * (high - low)
+            if scan[_NEGATION] or scan[_HEDGE]:
+                end = int(offsets[index + 1])
+                keys = [words[code].key for code in code_list[origin:end]]
+                ends = [last - origin for last in last_list[low:high]]
+                doc_spans = list(zip(local, ends, values[low:high], strict=True))
+                negated_set = _negated_tokens(scan[_NEGATION], keys, doc_spans)
+                hedged_set = _hedged_tokens(scan[_HEDGE], keys)
+                negated = [first in negated_set for first in local]
+                hedged = [first in hedged_set for first in local]
+            caption = docs[index].text if texts is None else texts[index]
+            span_starts = character_starts[low:high]
+            span_ends = character_ends[low:high]
+            found[index] = list(
+                map(
+                    Mention,
+                    span_starts,
+                    span_ends,
+                    [
+                        caption[start:stop]
+                        for start, stop in zip(span_starts, span_ends, strict=True)
+                    ],
+                    values[low:high],
+                    negated,
+                    hedged,
                 )
             )
-        return mentions
+        return found
 
-    def _match(self, lowers: list[str], keys: list[str]) -> list[tuple[int, int, int | None]]:
-        """Return `(first token, end token, class value)` of the longest non-overlapping matches.
+    def _word(self, orth: int, strings: Any) -> _Word:
+        """Return the record of one word form, computing it on first sight."""
+        word = self._words.get(orth)
+        if word is None:
+            form = strings[orth]
+            lower = form.lower()
+            table = _lemma_table()
+            key = table.get(lower, table.get(form, form).lower() or lower)
+            entries = self._entries.get(lower, []) + self._entries.get(key, [])
+            cues = 0
+            if key in _NEGATION_FIRST_WORDS or key in POST_NEGATION_CUES or key in ("not", "n't"):
+                cues |= _NEGATION
+            if key in _HEDGE_FIRST_WORDS:
+                cues |= _HEDGE
+            word = _Word(lower, key, tuple(sorted(entries, key=lambda e: -len(e[0]))), cues)
+            self._words[orth] = word
+        return word
 
-        A lexicon word matches a token when it equals the token's lower-case
-        form or its lemma. Both are needed because the lookup table is not
-        idempotent: "buildings" becomes "building", but "building" becomes
-        "build".
+    @staticmethod
+    def _match(
+        candidates: np.ndarray, offsets: np.ndarray, codes: list[int], words: list[_Word]
+    ) -> list[tuple[int, int, int | None, int]]:
+        """Return `(first token, end token, class value, doc)` of the longest matches.
+
+        Matches do not overlap; token positions are into the concatenated
+        tokens of all docs. A lexicon word matches a token when it equals the
+        token's lower-case form or its lemma. Both are needed because the
+        lookup table is not idempotent: "buildings" becomes "building", but
+        "building" becomes "build".
         """
         spans = []
-        position = 0
-        while position < len(keys):
-            found = None
-            lower, lemma = lowers[position], keys[position]
-            if lower not in self._entries and lemma not in self._entries:
-                position += 1
+        doc_of = np.searchsorted(offsets, candidates, side="right") - 1
+        ends = offsets[1:].tolist()
+        covered = 0
+        for position, index in zip(candidates.tolist(), doc_of.tolist(), strict=True):
+            if position < covered:
                 continue
-            candidates = self._entries.get(lower, []) + self._entries.get(lemma, [])
-            for key, class_value in sorted(candidates, key=lambda entry: -len(entry[0])):
-                end = position + len(key)
-                if end <= len(keys) and all(
-                    word in (lowers[index], keys[index])
-                    for index, word in zip(range(position, end), key, strict=True)
-                ):
-                    found = (position, end, class_value)
+            for key, class_value in words[codes[position]].entries:
+                stop = position + len(key)
+                if stop > ends[index]:
+                    continue
+                at = position
+                for part in key[1:]:
+                    at += 1
+                    word = words[codes[at]]
+                    if part != word.lower and part != word.key:
+                        break
+                else:
+                    spans.append((position, stop, class_value, index))
+                    covered = stop
                     break
-            if found is None:
-                position += 1
-                continue
-            spans.append(found)
-            position = found[1]
         return spans
 
 

@@ -130,12 +130,15 @@ def test_every_class_of_packaged_lexicon_matches(matcher: LandcoverMatcher) -> N
             assert [m.class_value for m in found] == [int(value)], word
 
 
-def test_array_keys_match_token_lemmas(shared_data):
-    """The fast key and sentence paths agree with spaCy's lemmatizer and sentencizer."""
+def test_word_keys_and_sentences_match_spacy(shared_data, matcher: LandcoverMatcher):
+    """Per-form keys and array sentence starts agree with spaCy's lemmatizer and sentencizer."""
+    import numpy as np
     import pandas as pd
+    from spacy.attrs import IS_PUNCT, ORTH
 
-    from eoaudit.landcover import _sentence_bounds, _token_keys, lemma_key
+    from eoaudit.landcover import lemma_key
     from eoaudit.nlp import english_pipeline
+    from eoaudit.textstats import period_orths, sentence_starts
 
     captions = pd.read_csv(shared_data / "landsat30-au" / "captioning_ft_full.csv")["caption"]
     rs5m = pd.read_csv(shared_data / "rs5m-samples" / "rs3_dump.csv")["caption"]
@@ -144,7 +147,9 @@ def test_array_keys_match_token_lemmas(shared_data):
     for full, bare in zip(
         nlp.pipe(texts), nlp.pipe(texts, disable=["lemmatizer", "sentencizer"]), strict=True
     ):
-        lowers, keys = _token_keys(bare)
-        assert lowers == [token.lower_ for token in full]
-        assert keys == [lemma_key(token) for token in full]
-        assert _sentence_bounds(bare) == [(s.start, s.end) for s in full.sents]
+        words = [matcher._word(token.orth, bare.vocab.strings) for token in bare]
+        assert [word.lower for word in words] == [token.lower_ for token in full]
+        assert [word.key for word in words] == [lemma_key(token) for token in full]
+        table = bare.to_array([ORTH, IS_PUNCT])
+        marks = sentence_starts(table[:, 0], table[:, 1], period_orths(), np.array([0, len(bare)]))
+        assert np.flatnonzero(marks).tolist() == [sentence.start for sentence in full.sents]

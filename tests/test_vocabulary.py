@@ -6,6 +6,7 @@ import html.parser
 import json
 import math
 import pickle
+from collections import Counter
 from fractions import Fraction
 from itertools import combinations
 from pathlib import Path
@@ -28,7 +29,7 @@ from eoaudit.nlp import english_pipeline
 from eoaudit.report import render_report
 from eoaudit.results import AnalyzerResult
 from eoaudit.ruleset import load_rules
-from eoaudit.textstats import DistinctCounter, group_measures, mix64
+from eoaudit.textstats import DistinctCounter, group_measures, mix64, mtld_many
 
 SYDNEY = "ucm-sydney-captions/dataset_sydney_modified.json"
 RS5M = "rs5m-samples/rs3_dump.csv"
@@ -196,6 +197,37 @@ def test_group_similarity_matches_sklearn(sydney: gpd.GeoDataFrame) -> None:
     assert measures["similarity"] == pytest.approx(np.mean(cosines))
 
 
+def test_group_measures_hand_computed() -> None:
+    strings = english_pipeline().vocab.strings
+    captions = ["a wide river", "a wide river and a road", "fields"]
+    ids = [np.array([strings.add(w) for w in c.split()], np.uint64) for c in captions]
+    measures = group_measures(ids)
+
+    # Words: a wide river a wide river and a road fields (10), types 6, used once: and road fields.
+    assert measures is not None
+    assert measures["vocabulary_size"] == 6
+    assert measures["hapax_share"] == pytest.approx(3 / 6)
+    assert measures["type_token_ratio"] == pytest.approx(6 / 10)
+    words = " ".join(captions).split()
+    expected = LexicalRichness(words, preprocessor=None, tokenizer=None).mtld()
+    assert measures["mtld"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_mtld_of_many_texts_matches_lexicalrichness(rs5m: gpd.GeoDataFrame) -> None:
+    strings = english_pipeline().vocab.strings
+    texts = [words_of(c) for c in rs5m["caption"].head(300)] + [[], ["a"], ["a", "a", "a"]]
+    ids = np.array([strings.add(w) for t in texts for w in t], np.uint64)
+    offsets = np.r_[0, np.cumsum([len(t) for t in texts])]
+    values = mtld_many(ids, offsets)
+
+    for text, measured in zip(texts, values, strict=True):
+        if not text:
+            assert math.isnan(measured)
+            continue
+        expected = LexicalRichness(text, preprocessor=None, tokenizer=None).mtld()
+        assert measured == pytest.approx(expected, rel=1e-12), text
+
+
 def test_group_metrics_average_over_images(sydney: gpd.GeoDataFrame) -> None:
     subset = sydney.iloc[:100]
     result, _, _ = analyse(subset, chunk_size=13)
@@ -209,6 +241,14 @@ def test_group_metrics_average_over_images(sydney: gpd.GeoDataFrame) -> None:
         similarities.append(np.mean([a @ b for a, b in combinations(vectors, 2)]))
 
     assert value(result, "image_group_similarity") == pytest.approx(np.mean(similarities))
+    mtlds, hapax_shares = [], []
+    for _, captions in subset.groupby("image_id", sort=False)["caption"]:
+        words = [w for caption in captions for w in words_of(caption)]
+        mtlds.append(LexicalRichness(words, preprocessor=None, tokenizer=None).mtld())
+        counts = Counter(words)
+        hapax_shares.append(sum(n == 1 for n in counts.values()) / len(counts))
+    assert value(result, "image_group_mtld") == pytest.approx(np.mean(mtlds), rel=0.01)
+    assert value(result, "image_group_hapax_share") == pytest.approx(np.mean(hapax_shares))
     groups = result.tables["vocabulary.groups"].frame.iloc[0]
     assert groups["groups"] == subset["image_id"].nunique()
 

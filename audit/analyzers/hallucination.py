@@ -212,15 +212,16 @@ class HallucinationAnalyzer(Analyzer[HallucinationState]):
         fractions, statuses = self._fractions(chunk)
         captions = chunk[CAPTION].fillna("").astype(str).tolist()
         # LandcoverMatcher finds lemmas and sentences itself, so only the tokenizer runs.
-        docs = english_pipeline().pipe(
-            captions, disable=["lemmatizer", "sentencizer"], batch_size=256
+        docs = list(
+            english_pipeline().pipe(captions, disable=["lemmatizer", "sentencizer"], batch_size=256)
         )
+        mentions = self.matcher.find_mentions_many(docs, captions)
         times = chunk[TIME] if TIME in chunk else pd.Series(pd.NaT, index=chunk.index)
         clouds = chunk[CLOUD_FRACTION] if CLOUD_FRACTION in chunk else None
 
         state = HallucinationState(samples=len(chunk))
         rows = []
-        for position, (sample_id, doc) in enumerate(zip(chunk.index, docs, strict=True)):
+        for position, sample_id in enumerate(chunk.index):
             footprint, buffered = fractions[position]
             status = statuses[position]
             geometry = chunk.geometry.iloc[position]
@@ -228,7 +229,7 @@ class HallucinationAnalyzer(Analyzer[HallucinationState]):
                 geometry.centroid.y if geometry is not None and not geometry.is_empty else None
             )
             judged = self._judge(
-                self.matcher.find_mentions(doc, captions[position]),
+                mentions[position],
                 footprint,
                 buffered,
                 status,

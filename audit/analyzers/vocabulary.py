@@ -350,17 +350,23 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
 
     def _landcover(self, docs: list[Any], texts: list[str]) -> LandcoverCounts:
         counts = LandcoverCounts()
-        for doc, text in zip(docs, texts, strict=True):
-            mentioned = set()
-            for mention in self.landcover.find_mentions(doc, text):
-                value = UNVERIFIABLE if mention.class_value is None else mention.class_value
-                if mention.negated:
-                    counts.negated[value] += 1
-                    continue
-                counts.mentions[value] += 1
-                counts.terms[(value, mention.text.lower())] += 1
-                mentioned.add(value)
-            counts.captions.update(mentioned)
+        terms: Counter[tuple[int, str]] = Counter()
+        for mentions in self.landcover.find_mentions_many(docs, texts):
+            claimed = [
+                (UNVERIFIABLE if m.class_value is None else m.class_value, m.text)
+                for m in mentions
+                if not m.negated
+            ]
+            counts.negated.update(
+                UNVERIFIABLE if m.class_value is None else m.class_value
+                for m in mentions
+                if m.negated
+            )
+            terms.update(claimed)
+            counts.captions.update({value for value, _ in claimed})
+        for (value, text), number in terms.items():
+            counts.mentions[value] += number
+            counts.terms[(value, text.lower())] += number
         return counts
 
     def _question_stats(self, column: pd.Series, cap: int) -> tuple[TextStats, HashCounter]:
@@ -657,6 +663,22 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
                 "fraction",
                 "higher_is_better",
                 f"N-gram diversity of the captions of one {column}, averaged over groups.",
+            )
+            result.add_metric(
+                f"{word}_group_mtld",
+                means["mtld"],
+                "words",
+                "higher_is_better",
+                f"MTLD of the captions of one {column} read one after the other, averaged "
+                "over groups; it falls when captions of the group repeat each other.",
+            )
+            result.add_metric(
+                f"{word}_group_hapax_share",
+                means["hapax_share"],
+                "fraction",
+                "higher_is_better",
+                f"Share of a {column}'s vocabulary used once in its captions, averaged over "
+                "groups.",
             )
             split = final.groups - len(final.keys)
             if split > 0:
