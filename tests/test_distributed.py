@@ -188,7 +188,7 @@ def next_manifest(out: Path, process, timeout_s: float = 60.0) -> Path:
     raise AssertionError("no partition finished in time")
 
 
-def test_local_workers_keep_the_adaptive_malloc_threshold(monkeypatch):
+def test_local_workers_without_malloc_trim(monkeypatch):
     # Dask's default MALLOC_TRIM_THRESHOLD_ made every partition in a worker twice as slow.
     from eoaudit.execution import make_executor
 

@@ -29,7 +29,14 @@ from eoaudit.nlp import english_pipeline
 from eoaudit.report import render_report
 from eoaudit.results import AnalyzerResult
 from eoaudit.ruleset import load_rules
-from eoaudit.textstats import DistinctCounter, group_measures, mix64, mtld_many
+from eoaudit.textstats import (
+    DistinctCounter,
+    HashCounter,
+    group_measures,
+    mix64,
+    mtld_many,
+    sorted_union,
+)
 
 SYDNEY = "ucm-sydney-captions/dataset_sydney_modified.json"
 RS5M = "rs5m-samples/rs3_dump.csv"
@@ -213,7 +220,7 @@ def test_group_measures_hand_computed() -> None:
     assert measures["mtld"] == pytest.approx(expected, rel=1e-12)
 
 
-def test_mtld_of_many_texts_matches_lexicalrichness(rs5m: gpd.GeoDataFrame) -> None:
+def test_mtld_many_matches_lexicalrichness(rs5m: gpd.GeoDataFrame) -> None:
     strings = english_pipeline().vocab.strings
     texts = [words_of(c) for c in rs5m["caption"].head(300)] + [[], ["a"], ["a", "a", "a"]]
     ids = np.array([strings.add(w) for t in texts for w in t], np.uint64)
@@ -540,3 +547,19 @@ def test_incomplete_vocabulary_rules_are_rejected() -> None:
     rules["vocabulary"] = {"gsd_m": 10}
     with pytest.raises(InputError, match=r"rules/vocabulary.yaml: expected a mapping with"):
         VocabularyAnalyzer(AuditContext(rules=rules))
+
+
+def test_hash_counter_merge_matches_recount() -> None:
+    rng = np.random.default_rng(3)
+    first = rng.integers(0, 5000, 4000).astype(np.uint64)
+    second = rng.integers(2500, 9000, 300).astype(np.uint64)
+    merged = HashCounter.of(first).merge(HashCounter.of(second))
+    recount = HashCounter.of(np.concatenate([first, second]))
+
+    assert np.array_equal(merged.keys, recount.keys)
+    assert np.array_equal(merged.counts, recount.counts)
+    reverse = HashCounter.of(second).merge(HashCounter.of(first))
+    assert np.array_equal(reverse.keys, recount.keys)
+    assert np.array_equal(reverse.counts, recount.counts)
+    union = sorted_union(np.unique(first), np.unique(second))
+    assert np.array_equal(union, np.union1d(first, second))

@@ -53,7 +53,11 @@ class AuditContext:
             every retry; their samples are missing from the results.
 
     In `map_chunk`, `sample_count` and `sample_columns` describe the partition
-    being analysed; in `finalize`, the whole audit.
+    being analysed. In `finalize`, `sample_count` is the whole audit's, and
+    `sample_columns` has the ids of all samples but no columns, so that the
+    client's memory does not grow with each sample's values; `finalize` may
+    join columns that need every partition (duplicate flags, say), and they
+    are added to samples.parquet.
     """
 
     rules: dict[str, Any]

@@ -353,14 +353,14 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
         terms: Counter[tuple[int, str]] = Counter()
         for mentions in self.landcover.find_mentions_many(docs, texts):
             claimed = [
-                (UNVERIFIABLE if m.class_value is None else m.class_value, m.text)
-                for m in mentions
-                if not m.negated
+                (UNVERIFIABLE if mention.class_value is None else mention.class_value, mention.text)
+                for mention in mentions
+                if not mention.negated
             ]
             counts.negated.update(
-                UNVERIFIABLE if m.class_value is None else m.class_value
-                for m in mentions
-                if m.negated
+                UNVERIFIABLE if mention.class_value is None else mention.class_value
+                for mention in mentions
+                if mention.negated
             )
             terms.update(claimed)
             counts.captions.update({value for value, _ in claimed})
