@@ -181,7 +181,7 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
         options=dict(options.analyzer_options),
         cache_dir=options.cache_dir,
         sample_count=outcomes.samples,
-        sample_columns=outcomes.columns,
+        sample_columns=pd.DataFrame(index=outcomes.sample_ids),
         rows_read=outcomes.rows_read,
         reader_findings=outcomes.findings,
         failed_partitions=[(f.key, f.error) for f in outcomes.failed],
@@ -224,9 +224,8 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
     )
     result.gates = evaluate_gates(gates, result.metrics)
     result.duration_s = round(time.perf_counter() - clock, 3)
-    # Columns that need every partition (duplicate clusters, say) are added in finalize.
-    late = [c for c in context.sample_columns.columns if c not in outcomes.columns.columns]
-    return Audit(result, run.sample_files(len(keys)), run, context.sample_columns[late])
+    # Finalize adds the columns that need every partition (duplicate clusters, say).
+    return Audit(result, run.sample_files(len(keys)), run, context.sample_columns)
 
 
 def _as_source(dataset: SampleSet | SampleSource, options: AuditOptions) -> SampleSource:
@@ -272,7 +271,7 @@ def _skip_reasons(
 @dataclass
 class _Merged:
     states: dict[str, Any]
-    columns: pd.DataFrame
+    sample_ids: pd.Index
     findings: list[Finding]
     rows_read: int
     samples: int
@@ -289,8 +288,8 @@ def _analyse_partitions(
     probe: SampleSet,
 ) -> _Merged:
     """Run every partition (or take it from the resume cache) and merge in partition order."""
-    merged = _Merged({}, pd.DataFrame(), [], 0, 0, [])
-    column_parts: list[pd.DataFrame] = []
+    merged = _Merged({}, pd.Index([]), [], 0, 0, [])
+    id_parts: list[pd.Index] = []
     finding_parts: list[Finding] = []
     in_memory = isinstance(source, FrameSource)
     merge_context = AuditContext(rules=rules, options=dict(options.analyzer_options))
@@ -332,9 +331,9 @@ def _analyse_partitions(
         finding_parts.extend(outcome.findings)
         merged.rows_read += outcome.rows_read
         merged.samples += len(outcome.samples)
-        # Only the sample ids stay on the client: the per-sample columns are in
+        # Only the sample ids stay on the client. The per-sample columns are in
         # the run cache already, and finalize adds its own (duplicate flags).
-        column_parts.append(pd.DataFrame(index=outcome.samples.index))
+        id_parts.append(outcome.samples.index)
 
     executor = make_executor(options.scheduler, options.workers)
     buffered: dict[int, PartitionOutcome | FailedPartition] = {}
@@ -366,7 +365,7 @@ def _analyse_partitions(
         progress.close()
         executor.close()
 
-    merged.columns = pd.concat(column_parts) if column_parts else pd.DataFrame()
+    merged.sample_ids = id_parts[0].append(id_parts[1:]) if id_parts else pd.Index([])
     merged.findings = merge_findings(finding_parts)
     for failure in merged.failed:
         logger.error("partition %s failed: %s", failure.key, failure.error)

@@ -388,7 +388,7 @@ class LandcoverMatcher:
             key = table.get(lower, table.get(form, form).lower() or lower)
             entries = self._entries.get(lower, []) + self._entries.get(key, [])
             cues = 0
-            if key in _NEGATION_FIRST_WORDS or key in POST_NEGATION_CUES or key in ("not", "n't"):
+            if key in _NEGATION_FIRST_WORDS or key in POST_NEGATION_CUES or key in _NOT_WORDS:
                 cues |= _NEGATION
             if key in _HEDGE_FIRST_WORDS:
                 cues |= _HEDGE
@@ -476,6 +476,7 @@ def _lexicon_words(lexicon: dict[str, Any]) -> list[tuple[int | None, list[str]]
 
 
 _NEGATION_FIRST_WORDS = frozenset(cue[0] for cue in NEGATION_CUES)
+_NOT_WORDS = frozenset({"not", "n't"})
 _HEDGE_FIRST_WORDS = frozenset(cue[0] for cue in HEDGE_CUES)
 
 
@@ -506,7 +507,7 @@ def _negated_tokens(
 
             # Post-cue: negate the mentions between the clause start and the cue.
             if key in POST_NEGATION_CUES or (
-                key in ("not", "n't")
+                key in _NOT_WORDS
                 and any(k in POST_NEGATION_AFTER_NOT for k in keys[position + 1 : position + 3])
             ):
                 negated.update(first for first in starts if clause_start <= first < position)

@@ -131,10 +131,9 @@ def mtld_many(
     """
     lengths = np.diff(offsets).astype(np.int64)
     owners = np.repeat(np.arange(len(lengths)), lengths)
-    words, _ = pd.factorize(ids)
     # Number each (text, word) pair, so that one array can record where each was last seen.
-    pairs, _ = pd.factorize(owners * (int(words.max(initial=0)) + 1) + words)
-    distinct = np.bincount(owners[_first_occurrences(pairs)], minlength=len(lengths))
+    first, pairs, _ = _unique_pairs(owners, pd.factorize(ids)[0])
+    distinct = np.bincount(owners[first], minlength=len(lengths))
     with np.errstate(invalid="ignore", divide="ignore"):
         whole_ttr = distinct / lengths
         forward = _mtld_pass(pairs, offsets, lengths, whole_ttr, threshold, backward=False)

@@ -55,7 +55,7 @@ class AuditContext:
     In `map_chunk`, `sample_count` and `sample_columns` describe the partition
     being analysed. In `finalize`, `sample_count` is the whole audit's, and
     `sample_columns` has the ids of all samples but no columns, so that the
-    client's memory does not grow with each sample's values; `finalize` may
+    client's memory does not grow with each sample's values. `finalize` may
     join columns that need every partition (duplicate flags, say), and they
     are added to samples.parquet.
     """

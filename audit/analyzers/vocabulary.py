@@ -667,7 +667,7 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
             result.add_metric(
                 f"{word}_group_mtld",
                 means["mtld"],
-                "words",
+                "tokens",
                 "higher_is_better",
                 f"MTLD of the captions of one {column} read one after the other, averaged "
                 "over groups; it falls when captions of the group repeat each other.",
@@ -676,7 +676,7 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
                 f"{word}_group_hapax_share",
                 means["hapax_share"],
                 "fraction",
-                "higher_is_better",
+                "neutral",
                 f"Share of a {column}'s vocabulary used once in its captions, averaged over "
                 "groups.",
             )
