@@ -305,7 +305,7 @@ def run(**options: Any) -> None:
         )
         html = render_report(audit.result, load_rules(options["rules_dir"]))
         paths = write_outputs(
-            audit.result, audit.sample_files, html, options["out"], audit.final_columns
+            audit.result, audit.sample_files, html, options["out"], audit.final_files
         )
         audit.discard_cache()
         if options["junit"]:

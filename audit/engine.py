@@ -33,6 +33,7 @@ from eoaudit.resume import RunCache, run_fingerprint
 from eoaudit.ruleset import load_rules, load_yaml
 from eoaudit.samples import SampleSet
 from eoaudit.sources import FrameSource, SampleSource
+from eoaudit.spill import read_final_columns
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +86,15 @@ class Audit:
         sample_files: One GeoParquet file per partition, in dataset order, with
             the samples and their per-sample columns `<analyzer>.<column>`.
         run: The cache folder containing those files.
-        final_columns: Per-sample columns that analyzers computed in
-            `finalize`, indexed by sample_id, to be joined onto the files.
+        final_files: Parquet files of the per-sample columns that analyzers
+            computed in `finalize`, each with `sample_id` and one row per
+            sample in dataset order, to be joined onto the sample files.
     """
 
     result: AuditResult
     sample_files: list[Path]
     run: RunCache
-    final_columns: pd.DataFrame = field(default_factory=pd.DataFrame)
+    final_files: list[Path] = field(default_factory=list)
 
     @property
     def samples(self) -> gpd.GeoDataFrame:
@@ -102,8 +104,9 @@ class Audit:
             return gpd.GeoDataFrame({"sample_id": []}, geometry=[], crs="EPSG:4326")
         samples = gpd.GeoDataFrame(pd.concat(frames), geometry="geometry", crs=frames[0].crs)
         samples.index = pd.Index(samples["sample_id"].to_numpy())
-        if len(self.final_columns.columns):
-            samples = samples.join(self.final_columns)
+        final = read_final_columns(self.final_files)
+        if len(final.columns):
+            samples = samples.join(final)
         return samples
 
     def discard_cache(self) -> None:
@@ -181,10 +184,11 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
         options=dict(options.analyzer_options),
         cache_dir=options.cache_dir,
         sample_count=outcomes.samples,
-        sample_columns=pd.DataFrame(index=outcomes.sample_ids),
         rows_read=outcomes.rows_read,
         reader_findings=outcomes.findings,
         failed_partitions=[(f.key, f.error) for f in outcomes.failed],
+        spill_files={cls.name: run.spill_files(len(keys), cls.name) for cls in running},
+        scratch_dir=run.scratch_dir,
     )
     results: dict[str, AnalyzerResult] = {}
     for name in names:
@@ -224,8 +228,8 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
     )
     result.gates = evaluate_gates(gates, result.metrics)
     result.duration_s = round(time.perf_counter() - clock, 3)
-    # Finalize adds the columns that need every partition (duplicate clusters, say).
-    return Audit(result, run.sample_files(len(keys)), run, context.sample_columns)
+    # Finalize writes the columns that need every partition (duplicate clusters, say).
+    return Audit(result, run.sample_files(len(keys)), run, context.final_files)
 
 
 def _as_source(dataset: SampleSet | SampleSource, options: AuditOptions) -> SampleSource:
@@ -271,7 +275,6 @@ def _skip_reasons(
 @dataclass
 class _Merged:
     states: dict[str, Any]
-    sample_ids: pd.Index
     findings: list[Finding]
     rows_read: int
     samples: int
@@ -288,8 +291,7 @@ def _analyse_partitions(
     probe: SampleSet,
 ) -> _Merged:
     """Run every partition (or take it from the resume cache) and merge in partition order."""
-    merged = _Merged({}, pd.Index([]), [], 0, 0, [])
-    id_parts: list[pd.Index] = []
+    merged = _Merged({}, [], 0, 0, [])
     finding_parts: list[Finding] = []
     in_memory = isinstance(source, FrameSource)
     merge_context = AuditContext(rules=rules, options=dict(options.analyzer_options))
@@ -330,10 +332,9 @@ def _analyse_partitions(
             )
         finding_parts.extend(outcome.findings)
         merged.rows_read += outcome.rows_read
+        # The samples, their per-sample columns and the spilled rows are in the
+        # run cache already; only the merged states stay on the client.
         merged.samples += len(outcome.samples)
-        # Only the sample ids stay on the client. The per-sample columns are in
-        # the run cache already, and finalize adds its own (duplicate flags).
-        id_parts.append(outcome.samples.index)
 
     executor = make_executor(options.scheduler, options.workers)
     buffered: dict[int, PartitionOutcome | FailedPartition] = {}
@@ -345,6 +346,7 @@ def _analyse_partitions(
         for outcome in executor.run(tasks(), window=max(2 * (options.workers or 2), 2)):
             if isinstance(outcome, PartitionOutcome):
                 run.save(outcome)
+                outcome.spills = {}
             buffered[outcome.index] = outcome
             progress.update(1)
             while True:
@@ -365,7 +367,6 @@ def _analyse_partitions(
         progress.close()
         executor.close()
 
-    merged.sample_ids = id_parts[0].append(id_parts[1:]) if id_parts else pd.Index([])
     merged.findings = merge_findings(finding_parts)
     for failure in merged.failed:
         logger.error("partition %s failed: %s", failure.key, failure.error)

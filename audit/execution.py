@@ -21,17 +21,19 @@ import gc
 import logging
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow as pa
 
 from eoaudit.analyzers.base import Analyzer, AuditContext
 from eoaudit.errors import EoauditError, MissingDependencyError, UsageError
 from eoaudit.results import Finding
 from eoaudit.samples import SampleSet
 from eoaudit.sources import SampleSource
+from eoaudit.spill import sequenced
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class PartitionOutcome:
             columns (`<analyzer>.<column>`), for samples.parquet.
         findings: The reader's findings for this partition.
         rows_read: Rows the reader found in this partition.
+        spills: Spilled rows per analyzer name, with the :data:`~eoaudit.spill.SEQ`
+            column; the run cache writes them to disk (:mod:`eoaudit.spill`).
     """
 
     index: int
@@ -87,6 +91,7 @@ class PartitionOutcome:
     samples: gpd.GeoDataFrame
     findings: list[Finding]
     rows_read: int
+    spills: dict[str, pa.Table] = field(default_factory=dict)
 
 
 def process_partition(task: PartitionTask) -> PartitionOutcome:
@@ -106,17 +111,23 @@ def process_partition(task: PartitionTask) -> PartitionOutcome:
     )
 
     states: dict[str, Any] = {}
+    spills: dict[str, pa.Table] = {}
     for cls in task.analyzers:
         analyzer = cls(context)
         state = None
         columns = []
+        spilled = []
         for start in range(0, max(len(samples), 1), task.chunk_size):
             chunk = samples.iloc[start : start + task.chunk_size]
             partial = analyzer.map_chunk(chunk)
             state = partial.state if state is None else analyzer.merge(state, partial.state)
             if partial.columns is not None:
                 columns.append(partial.columns)
+            if partial.spill is not None:
+                spilled.append(partial.spill)
         states[cls.name] = state
+        if spilled:
+            spills[cls.name] = sequenced(pa.concat_tables(spilled), task.index)
         if columns:
             frame = pd.concat(columns)
             frame.columns = [f"{cls.name}.{c}" for c in frame.columns]
@@ -132,6 +143,7 @@ def process_partition(task: PartitionTask) -> PartitionOutcome:
         samples=samples,
         findings=loaded.findings,
         rows_read=loaded.rows_read,
+        spills=spills,
     )
 
 

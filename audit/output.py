@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 import geopandas as gpd
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eoaudit.errors import InputError
 from eoaudit.results import AuditResult
+from eoaudit.spill import RowStream, aligned_columns
 
 REPORT = "report.html"
 RESULTS = "results.json"
@@ -61,9 +61,12 @@ def write_outputs(
     sample_files: list[Path],
     report_html: str,
     out_dir: Path,
-    final_columns: pd.DataFrame | None = None,
+    final_files: list[Path] | None = None,
 ) -> dict[str, Path]:
     """Write the report, the results and the per-sample table into `out_dir`.
+
+    `final_files` are the per-sample columns computed in finalize
+    (:attr:`eoaudit.engine.Audit.final_files`), joined onto the samples.
 
     Returns:
         The written paths by kind: `report`, `results`, `samples`.
@@ -88,7 +91,7 @@ def write_outputs(
         os.close(handle)
         Path(name).chmod(_FILE_MODE)
         pending.append((Path(name), target))
-        combine_sample_files(sample_files, Path(name), final_columns)
+        combine_sample_files(sample_files, Path(name), final_files)
 
         target = out_dir / REPORT
         pending.append((_temporary_file(target, report_html.encode("utf-8")), target))
@@ -105,26 +108,25 @@ def write_outputs(
 
 
 def combine_sample_files(
-    files: list[Path], target: Path, final_columns: pd.DataFrame | None = None
+    files: list[Path], target: Path, final_files: list[Path] | None = None
 ) -> None:
     """Concatenate per-partition GeoParquet files into one, a partition at a time.
 
-    `final_columns`, indexed by sample_id, are joined onto each partition.
+    The columns of `final_files` (see :mod:`eoaudit.spill`), whose rows follow
+    the partitions' samples in order, are added to each partition.
 
     Column types are unified across partitions (a column that is all null in
     one partition takes the type it has in the others). The GeoParquet
     metadata of the first file is kept without its bounding box, which
     described that partition only.
     """
-    extra = final_columns if final_columns is not None and len(final_columns.columns) else None
+    final_files = final_files or []
     schemas = [pq.read_schema(file) for file in files]
-    if extra is not None and schemas:
-        sample = pa.Table.from_pandas(extra.head(0).reset_index(drop=True), preserve_index=False)
+    extra = [pq.read_schema(file).remove_metadata() for file in final_files]
+    extra = [schema.remove(schema.get_field_index("sample_id")) for schema in extra]
+    if extra and schemas:
         schemas = [
-            pa.unify_schemas([schema, sample.schema.remove_metadata()]).with_metadata(
-                schema.metadata
-            )
-            for schema in schemas
+            pa.unify_schemas([schema, *extra]).with_metadata(schema.metadata) for schema in schemas
         ]
     if not schemas:
         gpd.GeoDataFrame({"sample_id": []}, geometry=[], crs="EPSG:4326").to_parquet(target)
@@ -139,17 +141,13 @@ def combine_sample_files(
             column.pop("bbox", None)
         metadata[b"geo"] = json.dumps(geo).encode()
     unified = unified.with_metadata(metadata)
+    streams = [RowStream(path) for path in final_files]
     with pq.ParquetWriter(target, unified) as writer:
         for file in files:
             table = pq.read_table(file)
-            if extra is not None:
-                ids = table.column("sample_id").to_pandas()
-                joined = extra.reindex(ids.to_numpy()).reset_index(drop=True)
-                for column in joined.columns:
-                    table = table.append_column(
-                        column,
-                        pa.Array.from_pandas(joined[column], type=unified.field(column).type),
-                    )
+            ids = table.column("sample_id").combine_chunks()
+            for name, column in aligned_columns(streams, ids):
+                table = table.append_column(name, column.cast(unified.field(name).type))
             for name in unified.names:
                 if name not in table.column_names:
                     table = table.append_column(

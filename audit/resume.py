@@ -6,6 +6,9 @@ Each run writes into `CACHE_DIR/runs/<fingerprint>/`:
   the row count of one partition. It is a pickle, so the folder must be as
   trusted as any local cache: never resume from a folder copied from elsewhere.
 - `part-<index>.parquet`: the partition's samples with per-sample columns;
+- `part-<index>.<analyzer>.spill.parquet`: rows an analyzer keeps on disk for
+  finalize (:mod:`eoaudit.spill`);
+- `finalize/`: DuckDB's temporary files and the columns finalize computes;
 - `manifest.json`: the fingerprint and the finished partitions, rewritten
   atomically after each one.
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
+import pyarrow.parquet as pq
 
 from eoaudit.execution import PartitionOutcome
 
@@ -106,10 +110,30 @@ class RunCache:
         """Return the GeoParquet file of a partition's samples."""
         return self.folder / f"part-{index:06d}.parquet"
 
+    def spill_path(self, index: int, analyzer: str) -> Path:
+        """Return the file of the rows an analyzer spilled for a partition."""
+        return self.folder / f"part-{index:06d}.{analyzer}.spill.parquet"
+
+    def spill_files(self, count: int, analyzer: str) -> list[Path]:
+        """Return an analyzer's spill files of the partitions that finished, in order."""
+        paths = (self.spill_path(i, analyzer) for i in range(count))
+        return [path for path in paths if path.is_file()]
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Return the folder for finalize's temporary files and final columns."""
+        return self.folder / "finalize"
+
     def save(self, outcome: PartitionOutcome) -> None:
-        """Store a finished partition and record it in the manifest."""
+        """Store a finished partition and record it in the manifest.
+
+        The state file is written last: a partition counts as finished only
+        when it exists, so the samples and spill files before it are complete.
+        """
         samples = _storable(outcome.samples)
         samples.to_parquet(self.sample_path(outcome.index), index=False)
+        for analyzer, table in outcome.spills.items():
+            pq.write_table(table, self.spill_path(outcome.index, analyzer))
         light = PartitionOutcome(
             index=outcome.index,
             key=outcome.key,

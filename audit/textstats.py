@@ -910,8 +910,8 @@ class GroupRuns:
     other run is closed at once and only its measures are summed. Merging
     joins the last run of the left state with the first of the right when
     their ids match, so the result does not depend on chunking. An id that
-    occurs in two separate runs counts as two groups; `keys` contains every id
-    seen, so such splits can be counted.
+    occurs in two separate runs counts as two groups; the vocabulary analyzer
+    counts such splits from its spilled rows.
 
     Attributes:
         first: The first run, still open.
@@ -921,7 +921,6 @@ class GroupRuns:
         captions: Captions in closed runs.
         sums: Sum of each measure of :data:`GROUP_MEASURES` over the
             measured runs, in units of 1/:data:`FIXED_POINT`.
-        keys: Group ids seen.
     """
 
     first: GroupRun | None = None
@@ -930,12 +929,11 @@ class GroupRuns:
     measured: int = 0
     captions: int = 0
     sums: Counter[str] = field(default_factory=Counter)
-    keys: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, keys: Sequence[str], tokens: TokenizedTexts) -> GroupRuns:
         """Build the runs of one chunk; an empty key means "no group"."""
-        state = cls(keys={k for k in keys if k})
+        state = cls()
         runs: list[GroupRun] = []
         for index, key in enumerate(keys):
             if runs and runs[-1].key == key:
@@ -973,7 +971,6 @@ class GroupRuns:
             measured=self.measured + other.measured,
             captions=self.captions + other.captions,
             sums=self.sums + other.sums,
-            keys=self.keys | other.keys,
         )
         left, right = self.runs(), other.runs()
         if left and right and left[-1].key == right[0].key:
@@ -988,7 +985,6 @@ class GroupRuns:
             measured=self.measured,
             captions=self.captions,
             sums=Counter(self.sums),
-            keys=self.keys,
         )
         final._close(self.runs())
         return final

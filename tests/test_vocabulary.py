@@ -6,6 +6,7 @@ import html.parser
 import json
 import math
 import pickle
+import tempfile
 from collections import Counter
 from fractions import Fraction
 from itertools import combinations
@@ -15,9 +16,12 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from lexicalrichness import LexicalRichness
 from pyproj import Geod
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 import eoaudit
@@ -29,6 +33,7 @@ from eoaudit.nlp import english_pipeline
 from eoaudit.report import render_report
 from eoaudit.results import AnalyzerResult
 from eoaudit.ruleset import load_rules
+from eoaudit.spill import read_final_columns, sequenced
 from eoaudit.textstats import (
     DistinctCounter,
     HashCounter,
@@ -68,32 +73,41 @@ def analyse(
 ) -> tuple[AnalyzerResult, pd.DataFrame, pd.DataFrame]:
     """Run the analyzer chunk by chunk, pickling each state as a worker would.
 
-    Returns the result, the map_chunk columns and the context's sample columns
-    (where finalize adds the duplicate columns). With `tree`, the states are
-    merged pairwise instead of left to right, to exercise associativity.
+    Each chunk's spilled rows go to a file of their own, as a partition's
+    would. Returns the result, the map_chunk columns and the columns finalize
+    wrote. With `tree`, the states are merged pairwise instead of left to
+    right, to exercise associativity.
     """
     context = AuditContext(
         rules=load_rules(), options=options or {}, sample_columns=pd.DataFrame(index=samples.index)
     )
     analyzer = VocabularyAnalyzer(context)
     size = chunk_size or len(samples)
-    states, columns = [], []
-    for start in range(0, len(samples), size):
-        partial = analyzer.map_chunk(samples.iloc[start : start + size])
-        states.append(pickle.loads(pickle.dumps(partial.state)))
-        columns.append(partial.columns)
-    if tree:
-        while len(states) > 1:
-            paired = [analyzer.merge(a, b) for a, b in zip(states[::2], states[1::2], strict=False)]
-            states = paired + ([states[-1]] if len(states) % 2 else [])
-        state = states[0]
-    else:
-        state = states[0]
-        for other in states[1:]:
-            state = analyzer.merge(state, other)
-    result = AnalyzerResult("vocabulary", "Vocabulary")
-    analyzer.finalize(state, result)
-    return result, pd.concat(columns), context.sample_columns
+    states, columns, spills = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for number, start in enumerate(range(0, len(samples), size)):
+            partial = analyzer.map_chunk(samples.iloc[start : start + size])
+            states.append(pickle.loads(pickle.dumps(partial.state)))
+            columns.append(partial.columns)
+            assert partial.spill is not None
+            spills.append(Path(folder) / f"part-{number}.parquet")
+            pq.write_table(sequenced(partial.spill, number), spills[-1])
+        if tree:
+            while len(states) > 1:
+                pairs = zip(states[::2], states[1::2], strict=False)
+                paired = [analyzer.merge(a, b) for a, b in pairs]
+                states = paired + ([states[-1]] if len(states) % 2 else [])
+            state = states[0]
+        else:
+            state = states[0]
+            for other in states[1:]:
+                state = analyzer.merge(state, other)
+        context.spill_files = {"vocabulary": spills}
+        context.scratch_dir = Path(folder) / "finalize"
+        result = AnalyzerResult("vocabulary", "Vocabulary")
+        analyzer.finalize(state, result)
+        final = read_final_columns(context.final_files)
+    return result, pd.concat(columns), final
 
 
 def value(result: AnalyzerResult, name: str) -> Any:
@@ -276,6 +290,74 @@ def test_near_duplicates_cluster_edited_copies() -> None:
     assert clusters[1] == -1
     assert exact == [False, False, False, True]
     assert value(result, "near_duplicate_rate") == pytest.approx(2 / 4)
+
+
+def scipy_duplicates(spilled: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Exact flags and near-duplicate clusters computed in memory, the way the search defines them.
+
+    Captions sharing a band hash are linked; clusters are scipy's connected
+    components of two or more captions, numbered by their first caption.
+    """
+    keys = spilled["key"].to_numpy()
+    exact = pd.Series(keys).duplicated(keep="first").to_numpy() & (keys != 0)
+    bands = spilled[[c for c in spilled.columns if c.startswith("band_")]].to_numpy()
+    valid = bands[:, 0] != 0
+    sources: list[int] = []
+    targets: list[int] = []
+    for band in bands.T:
+        for members in pd.Series(np.flatnonzero(valid)).groupby(band[valid]).agg(list):
+            sources += members[:-1]
+            targets += members[1:]
+    graph = coo_matrix(
+        (np.ones(len(sources), np.int8), (sources, targets)), shape=(len(bands), len(bands))
+    )
+    _, components = connected_components(graph, directed=False)
+    sizes = np.bincount(components)
+    labels = np.where((sizes[components] >= 2) & valid, components, -1)
+    near = np.full(len(labels), -1)
+    members = labels >= 0
+    near[members] = pd.factorize(labels[members])[0]
+    return exact, near
+
+
+def test_out_of_core_duplicates_match_scipy(rs5m: gpd.GeoDataFrame) -> None:
+    """Real RS5M captions, with chains of one-word edits spread over later partitions."""
+    rng = np.random.default_rng(7)
+    captions = rs5m["caption"].tolist()[:3000]
+    edited = []
+    for text in rng.choice([c for c in captions if len(c.split()) >= 30], 120, replace=False):
+        words = text.split()
+        for _ in range(3):
+            words[int(rng.integers(len(words)))] = "edited"
+            edited.append(" ".join(words))
+    texts = captions + edited + captions[:50]
+    order = np.concatenate(
+        [np.arange(len(captions)), rng.permutation(np.arange(len(captions), len(texts)))]
+    )
+    samples = samples_of([texts[i] for i in order])
+    _, _, columns = analyse(samples, chunk_size=700)
+
+    context = AuditContext(rules=load_rules(), sample_columns=pd.DataFrame(index=samples.index))
+    spilled = VocabularyAnalyzer(context).map_chunk(samples).spill
+    assert spilled is not None
+    exact, near = scipy_duplicates(spilled.to_pandas())
+    found = columns.reindex(samples.index)
+
+    assert (near >= 0).sum() > 300
+    assert (found["vocabulary.exact_duplicate"].to_numpy() == exact).all()
+    assert (found["vocabulary.near_duplicate_cluster"].to_numpy() == near).all()
+
+
+def test_state_does_not_grow_with_samples(rs5m: gpd.GeoDataFrame) -> None:
+    """Per-caption data is spilled, so four copies of a set keep a state of the same size."""
+    captions = rs5m["caption"].tolist()[:2000]
+    analyzer = VocabularyAnalyzer(AuditContext(rules=load_rules()))
+    once = analyzer.map_chunk(samples_of(captions)).state
+    state = once
+    for _ in range(3):
+        state = analyzer.merge(state, analyzer.map_chunk(samples_of(captions)).state)
+
+    assert len(pickle.dumps(state)) < 1.05 * len(pickle.dumps(once))
 
 
 def test_cross_location_duplicates() -> None:

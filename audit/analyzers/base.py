@@ -12,6 +12,11 @@ can run on separate workers:
 3. :meth:`Analyzer.finalize` turns the merged state into metrics, tables,
    findings and figures.
 
+State that would grow with the number of samples (per-sample keys for the
+duplicate search, say) does not go into the state: `map_chunk` returns it as
+:attr:`ChunkResult.spill` rows, which the engine writes to disk and finalize
+reads back (:mod:`eoaudit.spill`).
+
 Register a new analyzer with the :func:`register` decorator and import its
 module in `eoaudit/analyzers/__init__.py`.
 """
@@ -25,6 +30,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow as pa
 
 from eoaudit.results import AnalyzerResult, Finding
 from eoaudit.samples import CAPTION, IMAGE, TIME
@@ -51,13 +57,19 @@ class AuditContext:
         reader_findings: Problems the reader counted while loading.
         failed_partitions: `(partition key, error)` of partitions that failed on
             every retry; their samples are missing from the results.
+        spill_files: In `finalize`: the Parquet files of each analyzer's
+            spilled rows, by analyzer name, in dataset order.
+        scratch_dir: In `finalize`: a folder for temporary files and final
+            columns, removed with the run cache.
+        final_files: In `finalize`: Parquet files of per-sample columns that
+            need every partition, with `sample_id` and one row per sample in
+            dataset order; they are joined onto samples.parquet.
 
     In `map_chunk`, `sample_count` and `sample_columns` describe the partition
-    being analysed. In `finalize`, `sample_count` is the whole audit's, and
-    `sample_columns` has the ids of all samples but no columns, so that the
-    client's memory does not grow with each sample's values. `finalize` may
-    join columns that need every partition (duplicate flags, say), and they
-    are added to samples.parquet.
+    being analysed. In `finalize`, `sample_count` is the whole audit's and
+    `sample_columns` is empty, so that the client's memory does not grow with
+    the samples: columns that need every partition (duplicate flags, say) are
+    computed from `spill_files` and written to a file in `final_files`.
     """
 
     rules: dict[str, Any]
@@ -68,6 +80,9 @@ class AuditContext:
     rows_read: int = 0
     reader_findings: list[Finding] = field(default_factory=list)
     failed_partitions: list[tuple[str, str]] = field(default_factory=list)
+    spill_files: dict[str, list[Path]] = field(default_factory=dict)
+    scratch_dir: Path | None = None
+    final_files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -77,10 +92,13 @@ class ChunkResult(Generic[State]):
     Attributes:
         state: Partial state to merge with the other chunks' states.
         columns: Per-sample columns for the chunk, indexed by sample_id, or None.
+        spill: Rows for finalize that are kept on disk rather than in the
+            state, one per sample in chunk order, or None; see :mod:`eoaudit.spill`.
     """
 
     state: State
     columns: pd.DataFrame | None = None
+    spill: pa.Table | None = None
 
 
 class Analyzer(abc.ABC, Generic[State]):

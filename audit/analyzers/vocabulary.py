@@ -35,21 +35,21 @@ Options read from `context.options`:
   without a polygon footprint in the numeric-scale check; default
   `footprint_m` of `rules/vocabulary.yaml` (null: no check for them).
 
-State cost: the caption :class:`~eoaudit.textstats.TextStats` (bounded by
-`exact_distinct_cap`), plus per sample its id, a 64-bit text key, a 64-bit
-location key, `bands` 64-bit band hashes and a 120-character snippet (an
-estimated 200 bytes with the id at 8 bands, 200 MB at a million samples), plus
-counters of claims, land-cover terms and tags, and the first
-`report.flagged_examples` flagged captions.
+State cost: the caption :class:`~eoaudit.textstats.TextStats`, whose
+distinct n-gram sets stop growing at `exact_distinct_cap` and whose counters
+of word types, openings and frames grow with the vocabulary, not with the
+number of captions; counters of claims, land-cover terms and tags; and the
+first `report.flagged_examples` flagged captions.
 
-The per-sample columns `exact_duplicate` and `near_duplicate_cluster` need
-every chunk, so :meth:`VocabularyAnalyzer.finalize` computes them: it adds
-them to `context.sample_columns` (as `vocabulary.<column>`) and keeps them,
-without prefix, in `duplicate_columns`. The other columns come from
-:meth:`VocabularyAnalyzer.map_chunk`.
-
-NOTE: the engine writes samples.parquet from the map_chunk columns before
-finalize runs, so the two duplicate columns are not in that file.
+The duplicate search compares every caption with all others, so its inputs do
+not go into the state. :meth:`VocabularyAnalyzer.map_chunk` spills one row per
+caption (id, 64-bit text key, `bands` MinHash band hashes, location key,
+120-character snippet, group ids and question keys; about 200 bytes at 8
+bands) and :meth:`VocabularyAnalyzer.finalize` searches them on disk with
+DuckDB (:mod:`eoaudit.duplicates`). It writes the per-sample columns
+`vocabulary.exact_duplicate` and `vocabulary.near_duplicate_cluster` to a
+file in `AuditContext.final_files`; the other per-sample columns come from
+`map_chunk`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -67,27 +69,25 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from eoaudit.analyzers.base import Analyzer, ChunkResult, register
 from eoaudit.claims import Claim, ClaimMatcher, Footprint, footprint_sizes
+from eoaudit.duplicates import distinct_values, find_duplicates, open_spilled
 from eoaudit.errors import InputError
 from eoaudit.figures import new_figure, to_png
 from eoaudit.landcover import LandcoverMatcher
 from eoaudit.nlp import english_pipeline
 from eoaudit.results import AnalyzerResult, Finding
 from eoaudit.samples import CAPTION, IMAGE_ID, LOCATION_ID, MAX_EXAMPLES
+from eoaudit.spill import connect
 from eoaudit.textstats import (
     FIXED_POINT,
     GROUP_MEASURES,
     GroupRuns,
-    HashCounter,
     TextStats,
     TokenizedTexts,
     minhash_bands,
     mix64,
-    sorted_unique,
     text_key,
     tokenize_docs,
     top,
@@ -105,17 +105,6 @@ UNVERIFIABLE = 0
 PIPE_BATCH = 256
 DOC_BATCH = 1000
 """Captions whose spaCy docs are held at once (a 100-word doc takes tens of kilobytes)."""
-
-
-@dataclass
-class SampleBlock:
-    """Per-sample keys of one chunk, kept for the duplicate search in finalize."""
-
-    sample_ids: np.ndarray
-    keys: np.ndarray
-    bands: np.ndarray
-    locations: np.ndarray
-    snippets: pa.Array
 
 
 @dataclass
@@ -187,13 +176,11 @@ class VocabularyState:
     """Partial state of the vocabulary analyzer; see the module docstring for its cost."""
 
     captions: TextStats
-    caption_keys: HashCounter
-    blocks: list[SampleBlock]
     groups: dict[str, GroupRuns]
     claims: ClaimCounts
     landcover: LandcoverCounts
     tags: dict[str, TagCounts]
-    questions: dict[str, tuple[TextStats, HashCounter]]
+    questions: dict[str, TextStats]
 
 
 @register
@@ -215,7 +202,6 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
         self.claim_matcher = ClaimMatcher(context.rules.get("claims") or {}, self.nlp, self.gsd_m)
         self.landcover = LandcoverMatcher(context.rules["landcover"])
         self.count_landcover = bool(context.options.get("landcover_terms", True))
-        self.duplicate_columns: pd.DataFrame | None = None
 
     def settings(self) -> dict[str, Any]:
         """Return the rule values used, for the report."""
@@ -260,10 +246,9 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
         tokens = TokenizedTexts.concat(parts)
         cap = int(self.rules["exact_distinct_cap"])
 
+        spill = self._spill(chunk, tokens, captions)
         state = VocabularyState(
             captions=TextStats.of(captions, tokens, cap),
-            caption_keys=HashCounter.of(tokens.keys[tokens.keys != 0]),
-            blocks=[self._block(chunk, sample_ids, tokens, captions)],
             groups={
                 column: GroupRuns.of(_group_keys(chunk[column]), tokens)
                 for column in GROUP_COLUMNS
@@ -276,12 +261,13 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
                 for column in self.rules["tag_columns"]
                 if column in chunk
             },
-            questions={
-                column: self._question_stats(chunk[column], cap)
-                for column in self.rules["question_columns"]
-                if column in chunk
-            },
+            questions={},
         )
+        for column in self.rules["question_columns"]:
+            if column in chunk:
+                stats, keys = self._question_stats(chunk[column], cap)
+                state.questions[column] = stats
+                spill = spill.append_column(f"question.{column}", pa.array(keys, pa.uint64()))
         columns = pd.DataFrame(
             {
                 "tokens": tokens.words,
@@ -292,29 +278,31 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
             },
             index=chunk.index,
         )
-        return ChunkResult(state, columns)
+        return ChunkResult(state, columns, spill)
 
-    def _block(
-        self,
-        chunk: gpd.GeoDataFrame,
-        sample_ids: np.ndarray,
-        tokens: TokenizedTexts,
-        captions: list[str],
-    ) -> SampleBlock:
+    def _spill(
+        self, chunk: gpd.GeoDataFrame, tokens: TokenizedTexts, captions: list[str]
+    ) -> pa.Table:
+        """Return the per-caption rows for the duplicate search (see eoaudit.duplicates)."""
         minhash = self.rules["minhash"]
-        return SampleBlock(
-            sample_ids=sample_ids,
-            keys=tokens.keys,
-            bands=minhash_bands(
-                tokens,
-                int(minhash["shingle_words"]),
-                int(minhash["bands"]),
-                int(minhash["rows"]),
-                int(minhash["seed"]),
-            ),
-            locations=_location_keys(chunk),
-            snippets=pa.array([c[:SNIPPET_CHARACTERS] for c in captions], pa.string()),
+        bands = minhash_bands(
+            tokens,
+            int(minhash["shingle_words"]),
+            int(minhash["bands"]),
+            int(minhash["rows"]),
+            int(minhash["seed"]),
         )
+        columns: dict[str, pa.Array] = {
+            "sample_id": pa.array([str(i) for i in chunk.index], pa.string()),
+            "key": pa.array(tokens.keys, pa.uint64()),
+            **{f"band_{b}": pa.array(bands[:, b], pa.uint64()) for b in range(bands.shape[1])},
+            "location": pa.array(_location_keys(chunk), pa.uint64()),
+            "snippet": pa.array([c[:SNIPPET_CHARACTERS] for c in captions], pa.string()),
+        }
+        for column in GROUP_COLUMNS:
+            if column in chunk:
+                columns[f"group.{column}"] = pa.array(_group_keys(chunk[column]), pa.string())
+        return pa.table(columns)
 
     def _footprints(self, chunk: gpd.GeoDataFrame) -> list[Footprint | None]:
         geometry = chunk.geometry.to_numpy()
@@ -369,7 +357,7 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
             counts.terms[(value, text.lower())] += number
         return counts
 
-    def _question_stats(self, column: pd.Series, cap: int) -> tuple[TextStats, HashCounter]:
+    def _question_stats(self, column: pd.Series, cap: int) -> tuple[TextStats, np.ndarray]:
         texts = column.fillna("").astype(str).tolist()
         parts = []
         for start in range(0, len(texts), DOC_BATCH):
@@ -381,41 +369,49 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
                 tokenize_docs(batch, docs, self.rules["opening_words"], self.rules["frame_words"])
             )
         tokens = TokenizedTexts.concat(parts)
-        return TextStats.of(texts, tokens, cap), HashCounter.of(tokens.keys[tokens.keys != 0])
+        return TextStats.of(texts, tokens, cap), tokens.keys
 
     # Merge --------------------------------------------------------------
 
     def merge(self, left: VocabularyState, right: VocabularyState) -> VocabularyState:
-        """Combine two partial states; blocks and examples stay in sample order."""
+        """Combine two partial states; examples stay in sample order."""
         keep = int(self.rules["report"]["flagged_examples"])
         return VocabularyState(
             captions=left.captions.merge(right.captions),
-            caption_keys=left.caption_keys.merge(right.caption_keys),
-            blocks=left.blocks + right.blocks,
             groups=_merge_maps(left.groups, right.groups, lambda a, b: a.merge(b)),
             claims=left.claims.merge(right.claims, keep),
             landcover=left.landcover.merge(right.landcover),
             tags=_merge_maps(left.tags, right.tags, lambda a, b: a.merge(b)),
-            questions=_merge_maps(
-                left.questions,
-                right.questions,
-                lambda a, b: (a[0].merge(b[0]), a[1].merge(b[1])),
-            ),
+            questions=_merge_maps(left.questions, right.questions, lambda a, b: a.merge(b)),
         )
 
     # Finalize -----------------------------------------------------------
 
     def finalize(self, state: VocabularyState, result: AnalyzerResult) -> None:
-        """Report metrics, tables, findings and figures; add the duplicate columns."""
+        """Report metrics, tables, findings and figures; write the duplicate columns.
+
+        Raises:
+            RuntimeError: When the context has no spilled rows or scratch
+                folder; run the analyzer through :func:`eoaudit.engine.run_audit`.
+        """
+        files = self.context.spill_files.get(self.name)
+        scratch = self.context.scratch_dir
+        if not files or scratch is None:
+            raise RuntimeError(
+                "vocabulary: finalize needs the spilled rows and a scratch folder in "
+                "AuditContext; run the analyzer through eoaudit.engine.run_audit"
+            )
         self._text_metrics(state, result)
         self._template_tables(state.captions, result)
-        self._duplicates(state, result)
-        self._group_metrics(state.groups, result)
+        with closing(connect(scratch)) as db:
+            open_spilled(db, files)
+            self._duplicates(db, scratch, result)
+            self._group_metrics(state.groups, db, result)
+            self._question_tables(state.questions, db, result)
         if self.count_landcover:
             self._landcover_table(state.landcover, state.captions.texts, result)
         self._claim_metrics(state.claims, state.captions.texts, result)
         self._tag_tables(state.tags, result)
-        self._question_tables(state.questions, result)
 
     def _text_metrics(self, state: VocabularyState, result: AnalyzerResult) -> None:
         stats = state.captions
@@ -527,29 +523,21 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
                 )
             )
 
-    def _duplicates(self, state: VocabularyState, result: AnalyzerResult) -> None:
-        ids = np.concatenate([b.sample_ids for b in state.blocks])
-        keys = np.concatenate([b.keys for b in state.blocks])
-        bands = np.concatenate([b.bands for b in state.blocks])
-        locations = np.concatenate([b.locations for b in state.blocks])
-        snippets = pa.chunked_array([b.snippets for b in state.blocks], pa.string())
-        total = len(ids)
-
-        exact = _exact_duplicates(keys)
-        near = _near_duplicate_clusters(bands)
-        self.duplicate_columns = pd.DataFrame(
-            {"exact_duplicate": exact, "near_duplicate_cluster": near}, index=pd.Index(ids)
+    def _duplicates(self, db: Any, scratch: Path, result: AnalyzerResult) -> None:
+        columns_file = scratch / f"{self.name}-columns.parquet"
+        found = find_duplicates(
+            db,
+            bands=int(self.rules["minhash"]["bands"]),
+            keep=int(self.rules["report"]["duplicate_clusters"]),
+            examples=MAX_EXAMPLES,
+            columns_file=columns_file,
+            prefix=f"{self.name}.",
         )
-        self.context.sample_columns = self.context.sample_columns.join(
-            self.duplicate_columns.add_prefix(f"{self.name}.")
-        )
-
-        exact_count = int(exact.sum())
-        near_members = int(np.count_nonzero(near >= 0))
-        near_clusters = len(sorted_unique(near[near >= 0]))
+        self.context.final_files.append(columns_file)
+        total = found.captions
         result.add_metric(
             "exact_duplicate_rate",
-            exact_count / total if total else None,
+            found.exact / total if total else None,
             "fraction",
             "lower_is_better",
             "Captions equal to an earlier caption after normalisation (case, punctuation, "
@@ -557,81 +545,64 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
         )
         result.add_metric(
             "near_duplicate_rate",
-            (near_members - near_clusters) / total if total else None,
+            (found.near_members - found.near_clusters) / total if total else None,
             "fraction",
             "lower_is_better",
             "Captions in a near-duplicate cluster (MinHash LSH) other than its first, over "
             "captions.",
         )
-
-        exact_ids = _cluster_ids(keys, keys != 0)
-        clusters = _cluster_table("exact", exact_ids, ids, locations, snippets)
-        clusters = pd.concat(
-            [clusters, _cluster_table("near", near, ids, locations, snippets)], ignore_index=True
-        )
-        shared = clusters[clusters["locations"] >= 2]
-        shared_exact = shared[shared["kind"] == "exact"]
-        cross = int(shared_exact["captions"].sum())
         result.add_metric(
             "cross_location_duplicate_rate",
-            cross / total if total else None,
+            found.shared_captions / total if total else None,
             "fraction",
             "lower_is_better",
             "Captions whose exact duplicate also describes a sample at another location, "
             "over captions.",
         )
-        for kind in ("exact", "near"):
+        for kind, count in (("exact", found.exact_clusters), ("near", found.near_clusters)):
             result.add_metric(
                 f"{kind}_duplicate_clusters",
-                int(np.count_nonzero(clusters["kind"] == kind)),
+                count,
                 "clusters",
                 "lower_is_better",
                 f"Clusters of two or more {kind} duplicate captions.",
             )
         keep = int(self.rules["report"]["duplicate_clusters"])
-        largest = clusters.sort_values(["kind", "captions"], ascending=[True, False], kind="stable")
-        largest = pd.concat(
-            [
-                largest[largest["kind"] == "exact"].head(keep),
-                largest[largest["kind"] == "near"].head(keep),
-                shared.sort_values("captions", ascending=False, kind="stable").head(keep),
-            ]
-        ).drop_duplicates(["kind", "cluster"])
         result.add_table(
             "duplicate_clusters",
             "Duplicate clusters",
-            largest.reset_index(drop=True),
+            found.table,
             f"The {keep} largest clusters of exact (normalised text) and of near (MinHash) "
             f"duplicates, and up to {keep} clusters shared by two or more locations (distinct "
             "location ids or footprint centres); the per-sample columns list every cluster.",
             hidden=True,
         )
-        if exact_count:
+        if found.exact:
             result.findings.append(
                 Finding(
                     "warning",
                     "duplicate-captions",
-                    f"{exact_count} caption(s) repeat an earlier caption word for word "
+                    f"{found.exact} caption(s) repeat an earlier caption word for word "
                     "(after case, punctuation and whitespace normalisation)",
-                    exact_count,
-                    ids[exact][:MAX_EXAMPLES].astype(str).tolist(),
+                    found.exact,
+                    found.exact_examples,
                     self.name,
                 )
             )
-        if len(shared_exact):
+        if found.shared_clusters:
             result.findings.append(
                 Finding(
                     "warning",
                     "duplicate-captions-across-locations",
-                    f"{len(shared_exact)} caption text(s) describe samples at different "
-                    f"locations ({cross} captions)",
-                    cross,
-                    [str(s) for s in shared_exact["first_sample"].head(MAX_EXAMPLES)],
+                    f"{found.shared_clusters} caption text(s) describe samples at different "
+                    f"locations ({found.shared_captions} captions)",
+                    found.shared_captions,
+                    found.shared_examples,
                     self.name,
                 )
             )
 
-    def _group_metrics(self, groups: dict[str, GroupRuns], result: AnalyzerResult) -> None:
+    def _group_metrics(self, groups: dict[str, GroupRuns], db: Any, result: AnalyzerResult) -> None:
         rows = []
         for column, runs in groups.items():
             final = runs.closed()
@@ -680,7 +651,7 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
                 f"Share of a {column}'s vocabulary used once in its captions, averaged over "
                 "groups.",
             )
-            split = final.groups - len(final.keys)
+            split = final.groups - distinct_values(db, f"group.{column}", "")
             if split > 0:
                 result.findings.append(
                     Finding(
@@ -811,13 +782,14 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
             )
 
     def _question_tables(
-        self, questions: dict[str, tuple[TextStats, HashCounter]], result: AnalyzerResult
+        self, questions: dict[str, TextStats], db: Any, result: AnalyzerResult
     ) -> None:
         rows = []
-        for column, (stats, keys) in questions.items():
+        for column, stats in questions.items():
             measures = stats.measures(int(self.rules["top_openings"]))
             non_empty = stats.texts - stats.empty
-            duplicates = (non_empty - len(keys.keys)) / stats.texts if stats.texts else None
+            distinct = distinct_values(db, f"question.{column}", 0)
+            duplicates = (non_empty - distinct) / stats.texts if stats.texts else None
             rows.append({"column": column, **measures, "exact_duplicate_rate": duplicates})
             for name in ("tokens_mean", "mtld", "distinct_2", "ngram_diversity", "template_rate"):
                 result.add_metric(
@@ -905,94 +877,6 @@ def _location_keys(chunk: gpd.GeoDataFrame) -> np.ndarray:
     yi = y[known].astype(np.int64).astype(np.uint64)
     keys[known] = mix64(mix64(xi) ^ yi) | np.uint64(1)
     return keys
-
-
-def _exact_duplicates(keys: np.ndarray) -> np.ndarray:
-    """Flag each non-empty text whose key already occurred earlier."""
-    seen = pd.Series(keys).duplicated(keep="first").to_numpy()
-    return seen & (keys != 0)
-
-
-def _cluster_ids(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Number the groups of equal keys of size two or more by first occurrence; -1 otherwise."""
-    labels = np.full(len(keys), -1, np.int64)
-    codes, uniques = pd.factorize(keys[valid])
-    sizes = np.bincount(codes, minlength=len(uniques))
-    labels[valid] = np.where(sizes[codes] >= 2, codes, -1)
-    return _renumber(labels)
-
-
-def _renumber(labels: np.ndarray) -> np.ndarray:
-    """Renumber non-negative labels 0, 1, ... in order of first occurrence."""
-    result = np.full(len(labels), -1, np.int64)
-    members = labels >= 0
-    codes, _ = pd.factorize(labels[members])
-    result[members] = codes
-    return result
-
-
-def _near_duplicate_clusters(bands: np.ndarray) -> np.ndarray:
-    """Cluster texts that share a MinHash band; -1 for texts in no cluster.
-
-    Two texts are linked when any band hash is equal, and clusters are the
-    connected components of that graph, numbered by their first sample.
-    Texts without words (band hashes 0) are left out.
-    """
-    count = len(bands)
-    rows: list[np.ndarray] = []
-    columns: list[np.ndarray] = []
-    valid = bands[:, 0] != 0 if bands.size else np.zeros(count, bool)
-    positions = np.flatnonzero(valid)
-    for band in range(bands.shape[1]):
-        values = bands[positions, band]
-        order = np.argsort(values, kind="stable")
-        ordered = values[order]
-        same = np.flatnonzero(ordered[1:] == ordered[:-1])
-        rows.append(positions[order[same]])
-        columns.append(positions[order[same + 1]])
-    labels = np.full(count, -1, np.int64)
-    if not rows or not sum(len(r) for r in rows):
-        return labels
-    source = np.concatenate(rows)
-    target = np.concatenate(columns)
-    graph = coo_matrix((np.ones(len(source), np.int8), (source, target)), shape=(count, count))
-    _, components = connected_components(graph, directed=False)
-    sizes = np.bincount(components)
-    labels = np.where(sizes[components] >= 2, components, -1)
-    labels[~valid] = -1
-    return _renumber(labels)
-
-
-def _cluster_table(
-    kind: str,
-    labels: np.ndarray,
-    ids: np.ndarray,
-    locations: np.ndarray,
-    snippets: pa.ChunkedArray,
-) -> pd.DataFrame:
-    columns = ["kind", "cluster", "captions", "locations", "first_sample", "examples", "text"]
-    members = np.flatnonzero(labels >= 0)
-    if len(members) == 0:
-        return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(
-        {"cluster": labels[members], "position": members, "location": locations[members]}
-    )
-    grouped = frame.groupby("cluster", sort=True)
-    first = grouped["position"].min()
-    table = pd.DataFrame(
-        {
-            "kind": kind,
-            "cluster": first.index,
-            "captions": grouped.size().to_numpy(),
-            "locations": grouped["location"].agg(lambda v: len(set(v.tolist()) - {0})).to_numpy(),
-            "first_sample": ids[first.to_numpy()].astype(str),
-            "examples": grouped["position"]
-            .agg(lambda p: ", ".join(ids[p.to_numpy()[:MAX_EXAMPLES]].astype(str)))
-            .to_numpy(),
-            "text": snippets.take(pa.array(first.to_numpy())).to_pylist(),
-        }
-    )
-    return table[columns]
 
 
 def _tag_counts(values: Sequence[Any], captions: Sequence[str]) -> TagCounts:
