@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SEQ = "sample_seq"
-"""Column the engine adds to spilled rows: increases with the sample's place in the dataset.
+"""Column the engine adds to spilled rows: increases with the row's place in the dataset.
 
-It is `partition index * 2**32 + row in the partition`, so sorting by it gives
-dataset order without knowing the partitions' sizes in advance.
+It is `partition index * 2**32 + row in the partition's spill`, so sorting by
+it gives dataset order without knowing the partitions' sizes in advance.
 """
 
 DUCKDB_MEMORY = "1GB"

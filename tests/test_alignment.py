@@ -257,6 +257,15 @@ def test_trained_clip_ranks_matched_above_swapped(
     np.testing.assert_allclose(columns["alignment.clipscore"], clipscore)
     assert metrics["alignment.clipscore_mean"].value == pytest.approx(clipscore.mean())
     assert metrics["alignment.clipscore_p05"].value == pytest.approx(np.percentile(clipscore, 5))
+    # The distribution measures come from DuckDB over the spilled rows; numpy checks them.
+    assert metrics["alignment.clipscore_median"].value == pytest.approx(np.median(clipscore))
+    assert metrics["alignment.cosine_mean"].value == pytest.approx(cosine.mean())
+    q1, q3 = np.percentile(cosine, [25, 75])
+    outliers = np.mean(cosine < q1 - 1.5 * (q3 - q1))
+    assert metrics["alignment.low_outlier_rate"].value == pytest.approx(outliers)
+    ranks = columns["alignment.rank_caption"].to_numpy(dtype=float)
+    assert metrics["alignment.median_rank_caption"].value == np.median(ranks)
+    assert metrics["alignment.image_recall_at_5"].value == pytest.approx(np.mean(ranks <= 5))
 
     codes = {f.code: f for f in audit.result.analyzers["alignment"].findings}
     below = cosine < np.percentile(cosine, 5)

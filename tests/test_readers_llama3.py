@@ -11,7 +11,7 @@ from helpers import write_ssl4eo_zarr_zip
 from eoaudit import ReadOptions, read_dataset
 from eoaudit.errors import InputError
 from eoaudit.images import parse_image_ref, read_chip, read_zarr_metadata
-from eoaudit.readers import detect_format
+from eoaudit.readers import detect_format, llama3_ssl4eo
 
 CHUNK = "ssl4eos12_val_seasonal_data_000001"
 
@@ -50,6 +50,35 @@ def test_chunk_folder_joins_metadata_on_padded_ids(fixture_dir, metadata_path):
         assert sample["tile_id"] == row["tile_id"]
     assert {"question_1", "question_2", "question_3", "classes", "tags", "names"} <= set(samples)
     assert not [f for f in dataset.findings if f.code == "metadata-unmatched"]
+
+
+def test_metadata_index_matches_full_read(metadata_path, tmp_path, monkeypatch):
+    """Every acquisition looked up through the sorted index equals the row GeoPandas reads."""
+    copy = tmp_path / "meta.parquet"
+    metadata = gpd.read_parquet(metadata_path)
+    # A duplicated key keeps its first row, as the full-table join did.
+    duplicate = metadata.iloc[[10]].assign(tile_id="second copy")
+    gpd.GeoDataFrame(pd.concat([metadata, duplicate]), crs=metadata.crs).to_parquet(copy)
+    monkeypatch.setattr(llama3_ssl4eo, "INDEX_ROW_GROUP", 500)
+    llama3_ssl4eo._metadata_index.cache_clear()
+    stat = copy.stat()
+    index = llama3_ssl4eo._metadata_index(copy, stat.st_size, stat.st_mtime_ns)
+    llama3_ssl4eo._metadata_index.cache_clear()
+
+    keys = (metadata["sample_id"].str.zfill(7) + "_" + metadata["time_id"].astype(str)).tolist()
+    rng = np.random.default_rng(3)
+    chosen = [keys[i] for i in rng.choice(len(keys), 700, replace=False)] + ["9999999_0"]
+    found = index.lookup(chosen)
+
+    assert len(index.largest) == -(-(len(keys) + 1) // 500)
+    assert sorted(found.index) == sorted(chosen[:-1])
+    expected = metadata.set_index(pd.Index(keys)).loc[found.index]
+    assert all(a.equals(b) for a, b in zip(found["_geometry"], expected.geometry, strict=True))
+    assert (
+        found["_time"].to_numpy() == pd.to_datetime(expected["time"], utc=True).to_numpy()
+    ).all()
+    assert (found["tile_id"].to_numpy() == expected["tile_id"].to_numpy()).all()
+    assert index.lookup([keys[10]])["tile_id"].item() == metadata["tile_id"].iloc[10]
 
 
 def test_split_parquet_reads_like_chunks(fixture_dir, metadata_path):

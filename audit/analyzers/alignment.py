@@ -19,6 +19,11 @@ because the model's output varies in the last bits with the batch it ran in.
 Images that several captions share (the same `image`
 reference) do not compete with each other.
 
+The scores of all pairs are needed at once for percentiles, so `map_chunk`
+spills one row per scored pair (:mod:`eoaudit.spill`) and `finalize`
+computes the distribution measures from those rows with DuckDB; the state
+keeps counts and the few pairs shown as examples.
+
 torch and open_clip are imported only when the analyzer runs, so the package
 works without the `clip` extra; the analyzer is then skipped.
 """
@@ -29,18 +34,22 @@ import base64
 import importlib.util
 import logging
 import re
+from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from eoaudit.analyzers.base import Analyzer, ChunkResult, register
 from eoaudit.errors import EoauditError, UsageError
 from eoaudit.figures import new_figure, to_png
 from eoaudit.results import AnalyzerResult, Finding
 from eoaudit.samples import CAPTION, IMAGE, MAX_EXAMPLES
+from eoaudit.spill import connect, parquet_list
 
 if TYPE_CHECKING:
     from eoaudit.clip_backends import ClipBackend, ModelSpec
@@ -151,16 +160,9 @@ class SwapExample:
 
 @dataclass
 class AlignmentState:
-    """Scores of the pairs seen so far, in sample order; chunks concatenate.
+    """Counts and examples of the pairs seen so far; the scores themselves are spilled.
 
     Attributes:
-        positions: Position of each scored sample in the audit.
-        cosine: Cosine similarity of each scored pair.
-        rank_image: Rank of the true image for each caption within its pool.
-        rank_caption: Rank of the true caption for each image within its pool.
-        pool_size: Scored members of each sample's pool.
-        mutual: Whether the pair is part of a mutual swap.
-        truncated: Whether the caption was longer than the model's context.
         not_scored: Count of samples left unscored, by reason.
         not_scored_examples: The first few of them, by reason.
         lowest: The lowest-scoring pairs, at most `report_pairs`.
@@ -170,13 +172,6 @@ class AlignmentState:
             means pools were cut at partition ends.
     """
 
-    positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    cosine: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    rank_image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    rank_caption: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    pool_size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    mutual: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     not_scored: dict[str, int] = field(default_factory=dict)
     not_scored_examples: dict[str, list[str]] = field(default_factory=dict)
     lowest: list[PairExample] = field(default_factory=list)
@@ -185,7 +180,17 @@ class AlignmentState:
     short_pools: int = 0
 
 
-ARRAYS = ("positions", "cosine", "rank_image", "rank_caption", "pool_size", "mutual", "truncated")
+SPILL_SCHEMA = pa.schema(
+    [
+        ("cosine", pa.float64()),
+        ("rank_image", pa.int64()),
+        ("rank_caption", pa.int64()),
+        ("pool_size", pa.int64()),
+        ("mutual", pa.bool_()),
+        ("truncated", pa.bool_()),
+    ]
+)
+"""The spilled row of one scored pair: its cosine, ranks, pool's scored members and flags."""
 
 
 @register
@@ -316,7 +321,7 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
         unit_vectors = embed_texts(backend, distinct_units, cache, batch_size)
         counts = dict(zip(distinct_units, backend.token_counts(distinct_units), strict=True))
 
-        columns = _score_chunk(
+        columns, spill = _score_chunk(
             chunk,
             positions,
             readable,
@@ -331,7 +336,7 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
             state,
         )
         self._keep_examples(state, chunk, refs, transform, report_pairs)
-        return ChunkResult(state, columns)
+        return ChunkResult(state, columns, spill)
 
     def _positions(self, chunk: gpd.GeoDataFrame, pool_size: int) -> np.ndarray:
         """Return the chunk's positions in its partition; check that no pool leaves the chunk."""
@@ -380,12 +385,9 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
             example.thumbnail = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
     def merge(self, left: AlignmentState, right: AlignmentState) -> AlignmentState:
-        """Concatenate the pairs of two chunks in order; keep the first examples of both."""
+        """Add the counts of two chunks; keep the lowest pairs and largest swaps of both."""
         limit = int(self._rules().get("report_pairs", 12))
         merged = AlignmentState(
-            **{
-                name: np.concatenate([getattr(left, name), getattr(right, name)]) for name in ARRAYS
-            },
             not_scored={
                 reason: left.not_scored.get(reason, 0) + right.not_scored.get(reason, 0)
                 for reason in {**left.not_scored, **right.not_scored}
@@ -406,8 +408,19 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
 
     def finalize(self, state: AlignmentState, result: AnalyzerResult) -> None:
         """Report scores, retrieval, truncation and findings."""
+        files = self.context.spill_files.get(self.name, [])
+        scratch = self.context.scratch_dir
+        if scratch is None:
+            raise RuntimeError(
+                "alignment: finalize needs a scratch folder in AuditContext; run the analyzer "
+                "through eoaudit.engine.run_audit"
+            )
         rules = self._rules()
-        report = _Finalizer(state, result, rules, self.context.options)
+        low_percentile = float(rules.get("low_percentile", 5))
+        with closing(connect(scratch)) as db:
+            factor = float(rules.get("outlier_iqr_factor", 1.5))
+            scores = PairScores.of(db, files, low_percentile, factor)
+        report = _Finalizer(state, scores, result, rules, self.context.options)
         report.run()
 
 
@@ -467,6 +480,15 @@ def _note(state: AlignmentState, reason: str, examples: list[Any]) -> None:
         kept.extend(str(e) for e in examples[: MAX_EXAMPLES - len(kept)])
 
 
+_NO_RETRIEVAL: dict[str, float | int | None] = {
+    "pairs": 0,
+    "recall_at_1": None,
+    "recall_at_5": None,
+    "median_rank": None,
+    "mean_pool_size": None,
+}
+
+
 def _clipscore(cosine: float) -> float:
     return CLIPSCORE_WEIGHT * max(cosine, 0.0)
 
@@ -492,8 +514,8 @@ def _score_chunk(
     backend: ClipBackend,
     pool_size: int,
     state: AlignmentState,
-) -> pd.DataFrame:
-    """Score each pool of the chunk; fill `state` and return the per-sample columns."""
+) -> tuple[pd.DataFrame, pa.Table]:
+    """Score each pool of the chunk; fill `state`; return the per-sample columns and spill."""
     ids = chunk.index
     columns = pd.DataFrame(
         {
@@ -508,7 +530,7 @@ def _score_chunk(
     )
     pools = positions // pool_size
     mask = readable.to_numpy()
-    gathered: dict[str, list[Any]] = {name: [] for name in ARRAYS}
+    gathered: dict[str, list[Any]] = {name: [] for name in SPILL_SCHEMA.names}
     for pool in np.unique(pools):
         if int((pools == pool).sum()) < pool_size:
             state.short_pools += 1
@@ -557,7 +579,6 @@ def _score_chunk(
                     int(scores.rank_caption[i]),
                 )
             )
-        gathered["positions"].append(positions[members])
         gathered["cosine"].append(scores.cosine)
         gathered["rank_image"].append(scores.rank_image)
         gathered["rank_caption"].append(scores.rank_caption)
@@ -565,11 +586,139 @@ def _score_chunk(
         gathered["mutual"].append(scores.mutual)
         gathered["truncated"].append(truncated)
 
-    dtypes = {"positions": np.int64, "cosine": np.float64, "mutual": bool, "truncated": bool}
-    for name, parts in gathered.items():
-        dtype = dtypes.get(name, np.int64)
-        setattr(state, name, np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype))
-    return columns
+    spill = pa.table(
+        {
+            name: pa.array(
+                np.concatenate(gathered[name]) if gathered[name] else [],
+                SPILL_SCHEMA.field(name).type,
+            )
+            for name in SPILL_SCHEMA.names
+        },
+        schema=SPILL_SCHEMA,
+    )
+    return columns, spill
+
+
+HISTOGRAM_BINS = 40
+
+
+@dataclass
+class PairScores:
+    """Distribution measures of the spilled pair rows, computed by DuckDB.
+
+    Percentiles interpolate linearly between the two nearest ranks, as
+    numpy's default does. Means use compensated summation on one thread, so
+    the same rows always give the same bits.
+
+    Attributes:
+        pairs: Scored pairs.
+        clipscore_mean, clipscore_p05, clipscore_median, cosine_mean: None without pairs.
+        cosine_q1, cosine_q3, cosine_low: Cosine quartiles and the `low_percentile` percentile.
+        below_low: Pairs whose cosine is below `cosine_low`.
+        below_fence: Pairs whose cosine is below Q1 - factor x IQR.
+        histogram: CLIPScore counts in :data:`HISTOGRAM_BINS` equal bins, and the bin edges.
+        retrieval: Per direction (`rank_image`, `rank_caption`): pairs in pools of 2 or
+            more, their ranks at most 1 and at most 5, median rank; and `mean_pool_size`.
+        swaps: Ranked pairs whose caption fits another image better.
+        mutual: Those of them that are mutual swaps.
+        truncated: Pairs whose caption was truncated.
+    """
+
+    pairs: int = 0
+    clipscore_mean: float | None = None
+    clipscore_p05: float | None = None
+    clipscore_median: float | None = None
+    cosine_mean: float | None = None
+    cosine_q1: float = 0.0
+    cosine_q3: float = 0.0
+    cosine_low: float = 0.0
+    below_low: int = 0
+    below_fence: int = 0
+    fence: float = 0.0
+    histogram: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, np.int64), np.zeros(1))
+    )
+    retrieval: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    swaps: int = 0
+    mutual: int = 0
+    truncated: int = 0
+
+    @classmethod
+    def of(cls, db: Any, files: list[Path], low_percentile: float, factor: float) -> PairScores:
+        """Compute the measures over the spilled rows in `files`."""
+        scores = cls()
+        db.execute("SET threads = 1")
+        if not files:
+            return scores
+        db.execute(
+            "CREATE OR REPLACE TEMP VIEW pairs AS SELECT *, "
+            f"{CLIPSCORE_WEIGHT} * greatest(cosine, 0.0) AS clipscore "
+            f"FROM read_parquet({parquet_list(files)})"
+        )
+        scores.pairs = int(db.execute("SELECT count(*) FROM pairs").fetchone()[0])
+        if scores.pairs == 0:
+            return scores
+        row = db.execute(
+            "SELECT fsum(clipscore) / count(*), quantile_cont(clipscore, [0.05, 0.5]), "
+            "fsum(cosine) / count(*), quantile_cont(cosine, [0.25, 0.75, ?]), "
+            "min(clipscore), max(clipscore), count(*) FILTER (WHERE truncated) FROM pairs",
+            [low_percentile / 100],
+        ).fetchone()
+        scores.clipscore_mean = float(row[0])
+        scores.clipscore_p05, scores.clipscore_median = (float(v) for v in row[1])
+        scores.cosine_mean = float(row[2])
+        scores.cosine_q1, scores.cosine_q3, scores.cosine_low = (float(v) for v in row[3])
+        scores.truncated = int(row[6])
+        scores.fence = scores.cosine_q1 - factor * (scores.cosine_q3 - scores.cosine_q1)
+        scores.below_low, scores.below_fence = (
+            int(v)
+            for v in db.execute(
+                "SELECT count(*) FILTER (WHERE cosine < ?), count(*) FILTER (WHERE cosine < ?) "
+                "FROM pairs",
+                [scores.cosine_low, scores.fence],
+            ).fetchone()
+        )
+        scores.histogram = _histogram_counts(db, float(row[4]), float(row[5]))
+        scores._retrieval(db)
+        return scores
+
+    def _retrieval(self, db: Any) -> None:
+        for column in ("rank_image", "rank_caption"):
+            ranked, first, top5, median, pool = db.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE {column} <= 1), "
+                f"count(*) FILTER (WHERE {column} <= 5), quantile_cont({column}, 0.5), "
+                "fsum(pool_size) / count(*) FROM pairs WHERE pool_size >= 2"
+            ).fetchone()
+            self.retrieval[column] = {
+                "pairs": int(ranked),
+                "recall_at_1": first / ranked if ranked else None,
+                "recall_at_5": top5 / ranked if ranked else None,
+                "median_rank": float(median) if ranked else None,
+                "mean_pool_size": float(pool) if ranked else None,
+            }
+        self.swaps, self.mutual = (
+            int(v)
+            for v in db.execute(
+                "SELECT count(*) FILTER (WHERE rank_image > 1), count(*) FILTER (WHERE mutual) "
+                "FROM pairs WHERE pool_size >= 2"
+            ).fetchone()
+        )
+
+
+def _histogram_counts(db: Any, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """Count CLIPScores in equal bins from `low` to `high`, the last bin closed, as numpy does."""
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
+    counts = np.zeros(HISTOGRAM_BINS, np.int64)
+    rows = db.execute(
+        f"SELECT least(CAST(floor((clipscore - ?) / (? - ?) * {HISTOGRAM_BINS}) AS BIGINT), "
+        f"{HISTOGRAM_BINS - 1}) AS bin, count(*) FROM pairs GROUP BY bin",
+        [low, high, low],
+    ).fetchall()
+    for index, count in rows:
+        counts[int(index)] = int(count)
+    return counts, edges
 
 
 class _Finalizer:
@@ -578,15 +727,16 @@ class _Finalizer:
     def __init__(
         self,
         state: AlignmentState,
+        scores: PairScores,
         result: AnalyzerResult,
         rules: dict[str, Any],
         options: dict[str, Any],
     ) -> None:
         self.state = state
+        self.scores = scores
         self.result = result
         self.rules = rules
         self.options = options
-        self.clipscore = CLIPSCORE_WEIGHT * np.maximum(state.cosine, 0.0)
 
     def run(self) -> None:
         self._score_metrics()
@@ -595,7 +745,7 @@ class _Finalizer:
         self._not_scored()
         self._examples()
         self.result.settings["context_length"] = self.state.context_length
-        if len(self.clipscore):
+        if self.scores.pairs:
             self.result.add_figure(
                 "clipscore_histogram",
                 "CLIPScore of each pair (2.5 x max(cosine, 0)); dashed: the low percentile",
@@ -604,8 +754,8 @@ class _Finalizer:
 
     def _score_metrics(self) -> None:
         add = self.result.add_metric
-        scores = self.clipscore
-        pairs = len(scores)
+        scores = self.scores
+        pairs = scores.pairs
         low_percentile = float(self.rules.get("low_percentile", 5))
         factor = float(self.rules.get("outlier_iqr_factor", 1.5))
         add("pairs_scored", pairs, "pairs", "neutral", "Caption-image pairs scored.")
@@ -616,38 +766,36 @@ class _Finalizer:
             return
         # Percentiles and the fence use the cosine: CLIPScore clips negative
         # cosines to 0, so its low tail is a run of ties.
-        cosine = self.state.cosine
-        q1, q3 = np.percentile(cosine, [25, 75])
-        fence = float(q1 - factor * (q3 - q1))
+        fence = scores.fence
         add(
             "clipscore_mean",
-            float(scores.mean()),
+            scores.clipscore_mean,
             "score",
             "higher_is_better",
             "Mean CLIPScore (2.5 x max(cosine, 0)) over scored pairs; compare one model only.",
         )
         add(
             "clipscore_p05",
-            float(np.percentile(scores, 5)),
+            scores.clipscore_p05,
             "score",
             "higher_is_better",
             "5th percentile of CLIPScore over scored pairs.",
         )
         add(
             "clipscore_median",
-            float(np.median(scores)),
+            scores.clipscore_median,
             "score",
             "higher_is_better",
             "Median CLIPScore over scored pairs.",
         )
         add(
             "cosine_mean",
-            float(self.state.cosine.mean()),
+            scores.cosine_mean,
             "cosine",
             "higher_is_better",
             "Mean cosine similarity of caption and image embeddings.",
         )
-        outliers = int((cosine < fence).sum())
+        outliers = scores.below_fence
         add(
             "low_outlier_rate",
             outliers / pairs,
@@ -656,8 +804,8 @@ class _Finalizer:
             f"Pairs whose cosine is below Q1 - {factor:g} x IQR of all pairs' cosines.",
         )
 
-        threshold = float(np.percentile(cosine, low_percentile))
-        low = int((cosine < threshold).sum())
+        threshold = scores.cosine_low
+        low = scores.below_low
         if low:
             examples = [e.sample_id for e in self.state.lowest if e.cosine < threshold]
             self._finding(
@@ -682,25 +830,13 @@ class _Finalizer:
     def _retrieval(self) -> None:
         add = self.result.add_metric
         state = self.state
-        ranked = state.pool_size >= 2
-        rows = []
-        for direction, ranks in (
-            ("caption to image", state.rank_image),
-            ("image to caption", state.rank_caption),
-        ):
-            values = ranks[ranked]
-            rows.append(
-                {
-                    "direction": direction,
-                    "pairs": len(values),
-                    "recall_at_1": float((values <= 1).mean()) if len(values) else None,
-                    "recall_at_5": float((values <= 5).mean()) if len(values) else None,
-                    "median_rank": float(np.median(values)) if len(values) else None,
-                    "mean_pool_size": float(state.pool_size[ranked].mean())
-                    if len(values)
-                    else None,
-                }
+        rows = [
+            {"direction": direction, **self.scores.retrieval.get(column, _NO_RETRIEVAL)}
+            for direction, column in (
+                ("caption to image", "rank_image"),
+                ("image to caption", "rank_caption"),
             )
+        ]
         text, image = rows
         add(
             "recall_at_1",
@@ -752,9 +888,9 @@ class _Finalizer:
             "samples, pairs in pools with fewer than 2 scored pairs left out.",
         )
 
-        swaps = int((state.rank_image[ranked] > 1).sum())
-        mutual = int(state.mutual[ranked].sum())
-        pairs = int(ranked.sum())
+        swaps = self.scores.swaps
+        mutual = self.scores.mutual
+        pairs = int(text["pairs"] or 0)
         add(
             "swap_candidates",
             swaps,
@@ -824,8 +960,8 @@ class _Finalizer:
             )
 
     def _truncation(self) -> None:
-        truncated = int(self.state.truncated.sum())
-        pairs = len(self.state.truncated)
+        truncated = self.scores.truncated
+        pairs = self.scores.pairs
         context = self.state.context_length
         self.result.add_metric(
             "truncated_captions",
@@ -909,9 +1045,9 @@ class _Finalizer:
 
     def _histogram(self) -> bytes:
         figure, axes = new_figure(6.4, 2.8)
-        axes.hist(self.clipscore, bins=40, color="#3b6ea5")
-        low_cosine = np.percentile(self.state.cosine, float(self.rules.get("low_percentile", 5)))
-        low = _clipscore(float(low_cosine))
+        counts, edges = self.scores.histogram
+        axes.stairs(counts, edges, fill=True, color="#3b6ea5")
+        low = _clipscore(self.scores.cosine_low)
         axes.axvline(low, color="#b3261e", linestyle="--")
         axes.set_xlabel("CLIPScore")
         axes.set_ylabel("pairs")

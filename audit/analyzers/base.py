@@ -93,7 +93,8 @@ class ChunkResult(Generic[State]):
         state: Partial state to merge with the other chunks' states.
         columns: Per-sample columns for the chunk, indexed by sample_id, or None.
         spill: Rows for finalize that are kept on disk rather than in the
-            state, one per sample in chunk order, or None; see :mod:`eoaudit.spill`.
+            state (one per sample, or per scored pair), in chunk order, or
+            None; see :mod:`eoaudit.spill`.
     """
 
     state: State

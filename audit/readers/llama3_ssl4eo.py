@@ -19,14 +19,23 @@ Captions without a metadata or chip match are kept and counted in a finding.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import closing
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pyproj
 
 from eoaudit.errors import InputError
 from eoaudit.images import ZarrChipRef, read_zarr_metadata
@@ -46,6 +55,7 @@ from eoaudit.samples import (
     build_samples,
     empty_caption_finding,
 )
+from eoaudit.spill import connect
 
 COLUMNS = (
     "caption",
@@ -247,42 +257,138 @@ def _to_model(
     return out
 
 
-@lru_cache(maxsize=2)
-def _metadata_lookup(metadata_path: Path, size: int, mtime_ns: int) -> pd.DataFrame:
-    """Read the metadata GeoParquet once per process into a table indexed by acquisition id.
+METADATA_COLUMNS = ("sample_id", "time_id", "time", "geometry")
+METADATA_EXTRAS = ("tile_id", "tile_crs")
+INDEX_ROW_GROUP = 8192
+"""Rows per row group of the metadata index: a partition's lookup reads only its row groups."""
 
-    Every partition joins against the same file, so the parsed table is kept
-    (the arguments `size` and `mtime_ns` make a changed file a new cache entry).
-    NOTE: for the 1M-row train metadata this table takes a few hundred MB per process.
+
+@dataclass(frozen=True)
+class MetadataIndex:
+    """The v1.1 metadata sorted by acquisition id, so that a partition reads only its rows.
+
+    The 1M-row train metadata takes a few hundred MB as a table, which each
+    worker would otherwise hold. The index is a Parquet copy sorted by
+    `_key` (`<7-digit sample_id>_<time_id>`) in row groups of
+    :data:`INDEX_ROW_GROUP` rows; a lookup filters on `_key`, and Parquet's
+    row-group statistics let it skip all other row groups.
+
+    Attributes:
+        path: The index file.
+        crs: The CRS of the footprints in the metadata file.
+        extras: The optional columns present (`tile_id`, `tile_crs`).
+    """
+
+    path: Path
+    crs: Any
+    extras: tuple[str, ...]
+    largest: np.ndarray
+
+    @classmethod
+    def open(cls, path: Path, crs: Any, extras: tuple[str, ...]) -> MetadataIndex:
+        """Open an index file and read the largest key of each row group."""
+        metadata = pq.ParquetFile(path).metadata
+        column = metadata.schema.to_arrow_schema().get_field_index("_key")
+        largest = [
+            metadata.row_group(i).column(column).statistics.max
+            for i in range(metadata.num_row_groups)
+        ]
+        return cls(path, crs, extras, np.array(largest, dtype=object))
+
+    def lookup(self, keys: list[str]) -> pd.DataFrame:
+        """Return the rows of `keys` (first occurrence each) indexed by key."""
+        wanted = sorted(set(keys))
+        groups = np.unique(np.searchsorted(self.largest, wanted, side="left"))
+        table = pq.ParquetFile(self.path).read_row_groups(
+            [int(g) for g in groups if g < len(self.largest)],
+            columns=["_key", "time", "geometry", *self.extras],
+        )
+        table = table.filter(pc.is_in(table["_key"], pa.array(wanted, pa.string())))
+        frame = table.to_pandas()
+        geometry = gpd.GeoSeries.from_wkb(frame["geometry"].to_numpy(), crs=self.crs)
+        if self.crs is not None and not geometry.crs.equals(CRS):
+            geometry = geometry.to_crs(CRS)
+        found = pd.DataFrame(
+            {
+                "_key": frame["_key"].to_numpy(),
+                "_time": pd.to_datetime(frame["time"], utc=True).to_numpy(),
+                "_geometry": geometry.to_numpy(),
+            }
+        )
+        for extra in self.extras:
+            found[extra] = frame[extra].to_numpy()
+        return found.drop_duplicates("_key").set_index("_key")
+
+
+@lru_cache(maxsize=2)
+def _metadata_index(metadata_path: Path, size: int, mtime_ns: int) -> MetadataIndex:
+    """Build the sorted index of a metadata file once per machine; reuse it after.
+
+    The index goes to the system's temporary folder under a name derived from
+    the path, size and modification time (the last two make a changed file a
+    new index). DuckDB sorts out of core, so building it does not load the
+    whole file either.
     """
     try:
-        metadata = gpd.read_parquet(metadata_path)
-    except Exception as error:  # pyarrow and geopandas raise several types here
+        schema = pq.read_schema(metadata_path)
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError and others
         raise InputError(
             f"--metadata {metadata_path}: not a readable GeoParquet file ({error})"
         ) from None
-    needed = {"sample_id", "time_id", "time", "geometry"}
-    if not needed <= set(metadata.columns):
+    missing = [c for c in METADATA_COLUMNS if c not in schema.names]
+    if missing:
         raise InputError(
-            f"--metadata {metadata_path}: missing column(s) "
-            f"{', '.join(sorted(needed - set(metadata.columns)))}; expected the SSL4EO-S12 v1.1 "
-            "metadata GeoParquet (sample_id, time_id, time, tile_id, geometry, tile_crs, file)"
+            f"--metadata {metadata_path}: missing column(s) {', '.join(sorted(missing))}; "
+            "expected the SSL4EO-S12 v1.1 metadata GeoParquet (sample_id, time_id, time, "
+            "tile_id, geometry, tile_crs, file)"
         )
-    if metadata.crs is not None and not metadata.crs.equals(CRS):
-        metadata = metadata.to_crs(CRS)
+    extras = tuple(c for c in METADATA_EXTRAS if c in schema.names)
+    identity = f"{metadata_path}|{size}|{mtime_ns}|{INDEX_ROW_GROUP}"
+    name = hashlib.sha256(identity.encode()).hexdigest()[:20]
+    target = Path(tempfile.gettempdir()) / "eoaudit-metadata" / f"{name}.parquet"
+    if not target.is_file():
+        _write_index(metadata_path, extras, target)
+    return MetadataIndex.open(target, _geoparquet_crs(schema, metadata_path), extras)
 
-    key = metadata["sample_id"].astype(str).str.zfill(7) + "_" + metadata["time_id"].astype(str)
-    lookup = pd.DataFrame(
-        {
-            "_key": key.to_numpy(),
-            "_time": pd.to_datetime(metadata["time"], utc=True).to_numpy(),
-            "_geometry": metadata.geometry.to_numpy(),
-        }
-    )
-    for extra in ("tile_id", "tile_crs"):
-        if extra in metadata.columns:
-            lookup[extra] = metadata[extra].to_numpy()
-    return lookup.drop_duplicates("_key").set_index("_key")
+
+def _write_index(metadata_path: Path, extras: tuple[str, ...], target: Path) -> None:
+    source = str(metadata_path).replace("'", "''")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    selected = ", ".join(extras)
+    query = f"""
+        SELECT lpad(CAST(sample_id AS VARCHAR), 7, '0') || '_' || CAST(time_id AS VARCHAR) AS _key,
+               time, CAST(geometry AS BLOB) AS geometry {", " + selected if selected else ""}
+        FROM read_parquet('{source}', file_row_number = true)
+        ORDER BY _key, file_row_number
+    """
+    with tempfile.TemporaryDirectory(prefix="eoaudit-index-") as scratch:
+        with closing(connect(Path(scratch))) as db:
+            try:
+                batches = db.sql(query).to_arrow_reader(INDEX_ROW_GROUP)
+                with pq.ParquetWriter(temporary, batches.schema) as writer:
+                    for batch in batches:
+                        writer.write_batch(batch, row_group_size=INDEX_ROW_GROUP)
+            except Exception as error:  # duckdb raises several error types
+                temporary.unlink(missing_ok=True)
+                raise InputError(
+                    f"--metadata {metadata_path}: could not read the metadata ({error})"
+                ) from None
+    temporary.replace(target)
+
+
+def _geoparquet_crs(schema: pa.Schema, metadata_path: Path) -> Any:
+    """Return the CRS of the primary geometry column (GeoParquet's default, OGC:CRS84, if unset)."""
+    try:
+        geo = json.loads((schema.metadata or {})[b"geo"])
+        column = geo["columns"][geo["primary_column"]]
+    except (KeyError, ValueError):
+        raise InputError(
+            f"--metadata {metadata_path}: no GeoParquet 'geo' metadata; write the file with "
+            "GeoPandas (GeoDataFrame.to_parquet) or another GeoParquet writer"
+        ) from None
+    crs = column.get("crs", "OGC:CRS84")
+    return None if crs is None else pyproj.CRS.from_user_input(crs)
 
 
 def _join_metadata(
@@ -292,9 +398,11 @@ def _join_metadata(
     if not metadata_path.is_file():
         raise InputError(f"--metadata {metadata_path}: file not found")
     stat = metadata_path.stat()
-    lookup = _metadata_lookup(metadata_path.resolve(), stat.st_size, stat.st_mtime_ns)
+    index = _metadata_index(metadata_path.resolve(), stat.st_size, stat.st_mtime_ns)
+    keys = out[SAMPLE_ID].to_numpy(dtype=object)
+    lookup = index.lookup([str(k) for k in keys])
 
-    positions = lookup.index.get_indexer(out[SAMPLE_ID].to_numpy(dtype=object))
+    positions = lookup.index.get_indexer(keys)
     matched = pd.Series(positions >= 0)
     found = lookup.iloc[positions.clip(min=0)]
     merged = out.reset_index(drop=True)
