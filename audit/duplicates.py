@@ -38,7 +38,7 @@ TABLE_COLUMNS = ["kind", "cluster", "captions", "locations", "first_sample", "ex
 
 @dataclass
 class DuplicateSummary:
-    """What :func:`find_duplicates` found.
+    """Counts, examples and largest clusters from :func:`find_duplicates`.
 
     Attributes:
         captions: Captions searched.
@@ -140,7 +140,7 @@ def _column(db: Any, query: str) -> list[str]:
 
 
 def _exact_groups(db: Any) -> None:
-    """Keys of two or more captions, with their first caption and cluster number."""
+    """Create `exact_groups`: keys of two or more captions, their first caption and cluster."""
     db.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE exact_groups AS
@@ -162,6 +162,8 @@ def _near_components(db: Any, bands: int) -> int:
         for band in range(bands)
     )
     db.execute(f"CREATE OR REPLACE TEMP TABLE band_rows AS {band_rows}")
+
+    # Link each caption to the first caption that shares one of its band hashes.
     db.execute(
         """
         CREATE OR REPLACE TEMP TABLE edges AS
@@ -175,6 +177,7 @@ def _near_components(db: Any, bands: int) -> int:
         """
     )
     db.execute("DROP TABLE band_rows")
+
     db.execute(
         """
         CREATE OR REPLACE TEMP TABLE labels AS
@@ -184,6 +187,7 @@ def _near_components(db: Any, bands: int) -> int:
         ) GROUP BY node
         """
     )
+
     rounds = 0
     while True:
         rounds += 1
@@ -207,6 +211,8 @@ def _near_components(db: Any, bands: int) -> int:
         if not changed:
             break
     logger.debug("near-duplicate components settled after %d rounds", rounds)
+
+    # The label is the component's first caption, so ordering labels numbers the clusters.
     db.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE near_members AS

@@ -91,7 +91,8 @@ class RowStream:
             batch = next(self._batches, None)
             if batch is None:
                 raise RuntimeError(
-                    f"{self.path}: {count} more rows asked for, {self._buffered} left"
+                    f"{self.path}: {count} rows expected, only {self._buffered} left; "
+                    "final columns need one row per sample"
                 )
             self._buffer.append(batch)
             self._buffered += batch.num_rows
@@ -114,7 +115,10 @@ def aligned_columns(streams: list[RowStream], sample_ids: pa.Array) -> list[tupl
         table = stream.take(len(sample_ids))
         ids = table.column("sample_id").combine_chunks().cast(pa.string())
         if not ids.equals(expected):
-            raise RuntimeError(f"{stream.path}: rows are not in the samples' order")
+            raise RuntimeError(
+                f"{stream.path}: rows do not follow the samples' order; the analyzer that "
+                f"wrote it must sort them by {SEQ}"
+            )
         columns.extend(
             (name, table.column(name).combine_chunks())
             for name in table.column_names

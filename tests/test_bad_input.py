@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import geopandas as gpd
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -224,6 +226,39 @@ def test_missing_metadata_file(test_data, tmp_path):
         str(out),
     )
     assert_input_error(result, out, "--metadata", "val_metadata.parquet: file not found")
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("plain", "no GeoParquet 'geo' metadata"),
+        ("columns", "missing column(s) sample_id, time_id"),
+        ("text", "not a readable GeoParquet file"),
+    ],
+)
+def test_bad_metadata_file(test_data, shared_data, tmp_path, kind, fragment):
+    """A metadata file without geo metadata, without key columns, or not Parquet at all."""
+    source = shared_data / "ssl4eo-s12-v1.1-meta" / "val_metadata.parquet"
+    metadata = tmp_path / "meta.parquet"
+    if kind == "plain":
+        pd.read_parquet(source).drop(columns="geometry").assign(geometry=b"").to_parquet(metadata)
+    elif kind == "columns":
+        gpd.read_parquet(source).drop(columns=["sample_id", "time_id"]).to_parquet(metadata)
+    else:
+        write(metadata, "sample_id,time_id\n1,0\n")
+    before = metadata.read_bytes()
+    out = tmp_path / "out"
+    result = run_cli(
+        "run",
+        "--dataset",
+        str(test_data / "llama3_ssl4eo"),
+        "--metadata",
+        str(metadata),
+        "--out",
+        str(out),
+    )
+    assert_input_error(result, out, f"--metadata {metadata}", fragment)
+    assert metadata.read_bytes() == before
 
 
 def test_missing_worldcover_folder(tmp_path):

@@ -608,7 +608,7 @@ class PairScores:
 
     Percentiles interpolate linearly between the two nearest ranks, as
     numpy's default does. Means use compensated summation on one thread, so
-    the same rows always give the same bits.
+    a rerun over the same rows gives the same bits.
 
     Attributes:
         pairs: Scored pairs.
@@ -658,6 +658,7 @@ class PairScores:
         scores.pairs = int(db.execute("SELECT count(*) FROM pairs").fetchone()[0])
         if scores.pairs == 0:
             return scores
+
         row = db.execute(
             "SELECT fsum(clipscore) / count(*), quantile_cont(clipscore, [0.05, 0.5]), "
             "fsum(cosine) / count(*), quantile_cont(cosine, [0.25, 0.75, ?]), "
@@ -670,6 +671,7 @@ class PairScores:
         scores.cosine_q1, scores.cosine_q3, scores.cosine_low = (float(v) for v in row[3])
         scores.truncated = int(row[6])
         scores.fence = scores.cosine_q1 - factor * (scores.cosine_q3 - scores.cosine_q1)
+
         scores.below_low, scores.below_fence = (
             int(v)
             for v in db.execute(

@@ -35,11 +35,11 @@ Options read from `context.options`:
   without a polygon footprint in the numeric-scale check; default
   `footprint_m` of `rules/vocabulary.yaml` (null: no check for them).
 
-State cost: the caption :class:`~eoaudit.textstats.TextStats`, whose
-distinct n-gram sets stop growing at `exact_distinct_cap` and whose counters
-of word types, openings and frames grow with the vocabulary, not with the
-number of captions; counters of claims, land-cover terms and tags; and the
-first `report.flagged_examples` flagged captions.
+State cost: the caption :class:`~eoaudit.textstats.TextStats`, counters of
+claims, land-cover terms and tags, and the first `report.flagged_examples`
+flagged captions. The distinct n-gram sets of TextStats stop growing at
+`exact_distinct_cap`. Its counters of word types, openings and frames grow
+with the vocabulary, not with the number of captions.
 
 The duplicate search compares every caption with all others, so its inputs do
 not go into the state. :meth:`VocabularyAnalyzer.map_chunk` spills one row per
