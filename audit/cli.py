@@ -26,6 +26,7 @@ from eoaudit.report import render_report
 from eoaudit.ruleset import load_rules
 from eoaudit.samples import SampleSet
 from eoaudit.sources import FrameSource, SampleSource, open_source
+from eoaudit.spill import DUCKDB_MEMORY
 
 EXIT_GATE_FAILED = 1
 EXIT_INPUT_ERROR = 2
@@ -263,6 +264,14 @@ def main(ctx: click.Context, config: Path | None) -> None:
     help="Worker processes for --scheduler processes. [default: one per CPU core]",
 )
 @click.option(
+    "--finalize-memory",
+    default=DUCKDB_MEMORY,
+    show_default=True,
+    metavar="SIZE",
+    help="Memory for the queries over all samples at the end of a run (duplicate search, "
+    "CLIP score percentiles), such as 512MB; beyond it they spill to the cache folder.",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue an interrupted run from its finished partitions in the cache folder.",
@@ -292,6 +301,7 @@ def run(**options: Any) -> None:
             scheduler=options["scheduler"],
             workers=options["workers"],
             resume=options["resume"],
+            finalize_memory=options["finalize_memory"],
         )
         source = open_source(
             options["dataset"],

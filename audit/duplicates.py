@@ -101,7 +101,7 @@ def find_duplicates(
     _exact_groups(db)
     rounds = _near_components(db, bands)
     _write_columns(db, columns_file, prefix)
-    _cluster_rows(db, examples)
+    _cluster_rows(db)
 
     exact = _scalar(db, "SELECT coalesce(sum(captions - 1), 0) FROM exact_groups")
     exact_examples = _column(
@@ -115,7 +115,10 @@ def find_duplicates(
     shared = "FROM clusters WHERE kind = 'exact' AND locations >= 2"
     shared_captions = _scalar(db, f"SELECT coalesce(sum(captions), 0) {shared}")
     shared_clusters = _scalar(db, f"SELECT count(*) {shared}")
-    shared_examples = _column(db, f"SELECT first_sample {shared} ORDER BY cluster LIMIT {examples}")
+    first_shared = db.execute(
+        f"SELECT kind, cluster, captions, locations {shared} ORDER BY cluster LIMIT {examples}"
+    ).fetchdf()
+    shared_examples = _describe(db, first_shared, examples)["first_sample"].tolist()
     return DuplicateSummary(
         captions=captions,
         exact=exact,
@@ -126,7 +129,7 @@ def find_duplicates(
         shared_captions=shared_captions,
         shared_clusters=shared_clusters,
         shared_examples=shared_examples,
-        table=_largest(db, keep),
+        table=_largest(db, keep, examples),
         rounds=rounds,
     )
 
@@ -157,9 +160,13 @@ def _exact_groups(db: Any) -> None:
 
 def _near_components(db: Any, bands: int) -> int:
     """Build `near_members` (sample_seq, cluster); return the propagation rounds."""
-    band_rows = " UNION ALL ".join(
-        f"SELECT {SEQ} AS node, {band} AS band, band_{band} AS hash FROM spilled WHERE band_0 != 0"
-        for band in range(bands)
+    # One scan with UNPIVOT: a UNION ALL of one scan per band read the spill
+    # files eight times at once and took 1.2 GB outside DuckDB's memory limit
+    # for a million rows in 3,907 files (benchmarks/duplicates.md).
+    columns = ", ".join(f"band_{band}" for band in range(bands))
+    band_rows = (
+        f"SELECT {SEQ} AS node, band, hash FROM (UNPIVOT (SELECT {SEQ}, {columns} FROM spilled "
+        f"WHERE band_0 != 0) ON {columns} INTO NAME band VALUE hash)"
     )
     db.execute(f"CREATE OR REPLACE TEMP TABLE band_rows AS {band_rows}")
 
@@ -246,8 +253,13 @@ def _write_columns(db: Any, target: Path, prefix: str) -> None:
     )
 
 
-def _cluster_rows(db: Any, examples: int) -> None:
-    """Build `clusters`: one row per cluster of either kind."""
+def _cluster_rows(db: Any) -> None:
+    """Build `cluster_members` and `clusters`: size and locations of every cluster.
+
+    Only fixed-size aggregates run over all clusters, because DuckDB can spill
+    those to disk. The sample ids and texts are looked up for the few clusters
+    that are reported (:func:`_describe`).
+    """
     db.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE cluster_members AS
@@ -259,16 +271,12 @@ def _cluster_rows(db: Any, examples: int) -> None:
         """
     )
     db.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE clusters AS
-        SELECT c.kind, c.cluster, c.captions, coalesce(l.locations, 0) AS locations,
-               c.first_sample, c.examples, c.text
+        SELECT c.kind, c.cluster, c.captions, coalesce(l.locations, 0) AS locations
         FROM (
-            SELECT kind, cluster, count(*) AS captions,
-                   arg_min(sample_id, {SEQ}) AS first_sample,
-                   array_to_string(min_by(sample_id, {SEQ}, {examples}), ', ') AS examples,
-                   arg_min(snippet, {SEQ}) AS text
-            FROM cluster_members GROUP BY kind, cluster
+            SELECT kind, cluster, count(*) AS captions FROM cluster_members
+            GROUP BY kind, cluster
         ) c
         LEFT JOIN (
             SELECT kind, cluster, count(*) AS locations FROM (
@@ -278,19 +286,38 @@ def _cluster_rows(db: Any, examples: int) -> None:
         ) l USING (kind, cluster)
         """
     )
-    db.execute("DROP TABLE cluster_members")
 
 
-def _largest(db: Any, keep: int) -> pd.DataFrame:
+def _describe(db: Any, selected: pd.DataFrame, examples: int) -> pd.DataFrame:
+    """Add `first_sample`, `examples` and `text` to selected rows of `clusters`."""
+    if selected.empty:
+        return selected.assign(first_sample="", examples="", text="")
+    keys = selected[["kind", "cluster"]].reset_index(drop=True)
+    db.register("selected_clusters", keys)
+    described = db.execute(
+        f"""
+        SELECT m.kind, m.cluster,
+               arg_min(m.sample_id, m.{SEQ}) AS first_sample,
+               array_to_string(min_by(m.sample_id, m.{SEQ}, {examples}), ', ') AS examples,
+               arg_min(m.snippet, m.{SEQ}) AS text
+        FROM cluster_members m JOIN selected_clusters USING (kind, cluster)
+        GROUP BY m.kind, m.cluster
+        """
+    ).fetchdf()
+    db.unregister("selected_clusters")
+    described["cluster"] = described["cluster"].astype("int64")
+    return selected.merge(described, on=["kind", "cluster"], how="left")
+
+
+def _largest(db: Any, keep: int, examples: int) -> pd.DataFrame:
     """Return the `keep` largest clusters of each kind, then those spanning locations."""
-    columns = ", ".join(TABLE_COLUMNS)
     parts = [
-        f"SELECT {columns} FROM clusters WHERE kind = '{kind}' "
+        f"SELECT kind, cluster, captions, locations FROM clusters WHERE kind = '{kind}' "
         f"ORDER BY captions DESC, cluster LIMIT {keep}"
         for kind in ("exact", "near")
     ]
     parts.append(
-        f"SELECT {columns} FROM clusters WHERE locations >= 2 "
+        "SELECT kind, cluster, captions, locations FROM clusters WHERE locations >= 2 "
         f"ORDER BY captions DESC, kind, cluster LIMIT {keep}"
     )
     frames = [db.execute(query).fetchdf() for query in parts]
@@ -298,7 +325,7 @@ def _largest(db: Any, keep: int) -> pd.DataFrame:
     table = table.reset_index(drop=True).astype(
         {"cluster": "int64", "captions": "int64", "locations": "int64"}
     )
-    return table[TABLE_COLUMNS]
+    return _describe(db, table, examples)[TABLE_COLUMNS]
 
 
 def distinct_values(db: Any, column: str, missing: Any) -> int:

@@ -33,7 +33,8 @@ from eoaudit.resume import RunCache, run_fingerprint
 from eoaudit.ruleset import load_rules, load_yaml
 from eoaudit.samples import SampleSet
 from eoaudit.sources import FrameSource, SampleSource
-from eoaudit.spill import read_final_columns
+from eoaudit.spill import DUCKDB_MEMORY, check_memory_size, read_final_columns
+from eoaudit.spill import combine as combine_spills
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class AuditOptions:
         workers: Worker processes for `processes` (default: one per core).
         resume: Take partitions finished by an earlier, interrupted run of the
             same dataset and options from the cache instead of analysing them again.
+        finalize_memory: Memory limit of the DuckDB queries that analyzers run
+            over spilled rows in finalize (the duplicate search, say), such as
+            `512MB`; beyond it they write to the run cache on disk.
     """
 
     analyzers: list[str] | None = None
@@ -75,6 +79,7 @@ class AuditOptions:
     scheduler: str = "local"
     workers: int | None = None
     resume: bool = False
+    finalize_memory: str = DUCKDB_MEMORY
 
 
 @dataclass
@@ -148,6 +153,7 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
     options = options or AuditOptions()
     if options.chunk_size < 1:
         raise UsageError(f"chunk size must be at least 1, got {options.chunk_size}")
+    finalize_memory = check_memory_size(options.finalize_memory)
     started = datetime.now(UTC)
     clock = time.perf_counter()
 
@@ -187,8 +193,9 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
         rows_read=outcomes.rows_read,
         reader_findings=outcomes.findings,
         failed_partitions=[(f.key, f.error) for f in outcomes.failed],
-        spill_files={cls.name: run.spill_files(len(keys), cls.name) for cls in running},
+        spill_files=_combined_spills(run, len(keys), running),
         scratch_dir=run.scratch_dir,
+        finalize_memory=finalize_memory,
     )
     results: dict[str, AnalyzerResult] = {}
     for name in names:
@@ -230,6 +237,19 @@ def run_audit(dataset: SampleSet | SampleSource, options: AuditOptions | None = 
     result.duration_s = round(time.perf_counter() - clock, 3)
     # Finalize writes the columns that need every partition (duplicate clusters, say).
     return Audit(result, run.sample_files(len(keys)), run, context.final_files)
+
+
+def _combined_spills(
+    run: RunCache, partitions: int, analyzers: list[type[Analyzer[Any]]]
+) -> dict[str, list[Path]]:
+    """Return each analyzer's spilled rows as one file in the scratch folder."""
+    combined = {}
+    for cls in analyzers:
+        files = run.spill_files(partitions, cls.name)
+        if files:
+            target = run.scratch_dir / f"{cls.name}.spill.parquet"
+            combined[cls.name] = [combine_spills(files, target)]
+    return combined
 
 
 def _as_source(dataset: SampleSet | SampleSource, options: AuditOptions) -> SampleSource:
@@ -292,7 +312,6 @@ def _analyse_partitions(
 ) -> _Merged:
     """Run every partition (or take it from the resume cache) and merge in partition order."""
     merged = _Merged({}, [], 0, 0, [])
-    finding_parts: list[Finding] = []
     in_memory = isinstance(source, FrameSource)
     merge_context = AuditContext(rules=rules, options=dict(options.analyzer_options))
     mergers = {cls.name: cls(merge_context) for cls in analyzers}
@@ -314,7 +333,7 @@ def _analyse_partitions(
                 analyzer_options=options.analyzer_options,
                 cache_dir=options.cache_dir,
                 chunk_size=options.chunk_size,
-                source=None if preloaded is not None else source,
+                source=None if preloaded is not None else source.for_partition(index),
                 preloaded=preloaded,
             )
 
@@ -330,7 +349,7 @@ def _analyse_partitions(
             merged.states[cls.name] = (
                 state if previous is None else mergers[cls.name].merge(previous, state)
             )
-        finding_parts.extend(outcome.findings)
+        merged.findings = merge_findings(merged.findings + outcome.findings)
         merged.rows_read += outcome.rows_read
         # The samples, their per-sample columns and the spilled rows are in the
         # run cache already; only the merged states stay on the client.
@@ -367,7 +386,6 @@ def _analyse_partitions(
         progress.close()
         executor.close()
 
-    merged.findings = merge_findings(finding_parts)
     for failure in merged.failed:
         logger.error("partition %s failed: %s", failure.key, failure.error)
     return merged

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import logging
 import traceback
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,6 +237,9 @@ class DaskExecutor(Executor):
             ) from None
         self.retries = retries
         self.cluster = None
+        # The random part keeps a long-lived scheduler from returning a finished
+        # partition of another run (object ids, used before, repeat between runs).
+        self.key_name = f"eoaudit-partition-{uuid.uuid4().hex}"
         if scheduler == "processes":
             import dask
 
@@ -266,7 +270,7 @@ class DaskExecutor(Executor):
         completed = as_completed()
         for task in tasks:
             future = self.client.submit(
-                process_partition, task, retries=self.retries, key=f"eoaudit-{task.key}-{id(task)}"
+                process_partition, task, retries=self.retries, key=(self.key_name, task.index)
             )
             pending[future] = task
             completed.add(future)

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from eoaudit.readers import ReadOptions, detect_format, llama3_ssl4eo, read_dataset
+from eoaudit.readers.llama3_ssl4eo import Part
 from eoaudit.samples import SampleSet
 
 
@@ -45,6 +46,14 @@ class SampleSource(abc.ABC):
     @abc.abstractmethod
     def fingerprint(self) -> str:
         """Return a hash that changes when the input files or read options change."""
+
+    def for_partition(self, index: int) -> SampleSource:
+        """Return a source that loads partition `index`, as small as possible to send to a worker.
+
+        The engine sends one with every task, so a source whose size grows
+        with the number of partitions should return a smaller one here.
+        """
+        return self
 
 
 class FrameSource(SampleSource):
@@ -112,6 +121,41 @@ class Llama3Source(SampleSource):
         if self.options.images is not None:
             files.extend(sorted(self.options.images.glob("*/*.zarr.zip")))
         return fingerprint_files(files, asdict(self.options))
+
+    def for_partition(self, index: int) -> SampleSource:
+        """Return a source of this one partition, without the list of all the others."""
+        return Llama3Partition(self.path, self.options, index, self.parts[index])
+
+
+class Llama3Partition(SampleSource):
+    """One partition of a :class:`Llama3Source`, sent with a task instead of the whole list."""
+
+    format = "llama3-ssl4eo"
+
+    def __init__(self, path: Path, options: ReadOptions, index: int, part: Part) -> None:
+        self.path = path
+        self.options = options
+        self.source = str(path)
+        self.index = index
+        self.part = part
+
+    def partition_keys(self) -> list[str]:
+        """Return the one partition's key."""
+        return [self.part.key]
+
+    def load(self, index: int) -> SampleSet:
+        """Read the partition; `index` must be its index in the whole dataset.
+
+        Raises:
+            ValueError: When `index` names another partition.
+        """
+        if index != self.index:
+            raise ValueError(f"this source holds partition {self.index}, not {index}")
+        return llama3_ssl4eo.read_partition(self.path, self.part, self.options)
+
+    def fingerprint(self) -> str:
+        """Hash the partition's caption file and the options."""
+        return fingerprint_files([self.part.file], asdict(self.options))
 
 
 def fingerprint_files(files: list[Path], settings: dict[str, object]) -> str:

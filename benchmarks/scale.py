@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["local", "processes"], help="run one configuration, not both"
     )
+    parser.add_argument("--finalize-memory", help="passed on to eoaudit run, e.g. 256MB")
     arguments = parser.parse_args()
 
     data = arguments.data
@@ -100,6 +101,8 @@ def main() -> None:
                 "--quiet",
                 *extra,
             ]
+            if arguments.finalize_memory:
+                command += ["--finalize-memory", arguments.finalize_memory]
             wall, peaks, code = run(command)
             samples = None
             results = Path(out) / "results.json"

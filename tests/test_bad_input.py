@@ -213,6 +213,14 @@ def test_invalid_scheduler(tmp_path):
     assert_input_error(result, out, "--scheduler 'threads' is invalid", "tcp://")
 
 
+@pytest.mark.parametrize("size", ["lots", "512", "-1GB", "1 GB of RAM"])
+def test_invalid_finalize_memory(tmp_path, size):
+    path = write(tmp_path / "a.csv", HEADER + "1,a,1,2,2020-01-01\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--dataset", str(path), "--finalize-memory", size, "--out", str(out))
+    assert_input_error(result, out, f"--finalize-memory {size!r} is invalid", "512MB")
+
+
 def test_missing_metadata_file(test_data, tmp_path):
     out = tmp_path / "out"
     missing = tmp_path / "val_metadata.parquet"

@@ -238,7 +238,8 @@ def test_analyzers_command_lists_registry():
 def test_columns_from_finalize_reach_samples_parquet(shared_data, tmp_path):
     path = shared_data / "ucm-sydney-captions" / "dataset_sydney_modified.json"
     out = tmp_path / "out"
-    result = invoke("run", "--dataset", str(path), "--chunk-size", "500", "--out", str(out), "-q")
+    options = ["--chunk-size", "500", "--finalize-memory", "64MB", "--out", str(out), "-q"]
+    result = invoke("run", "--dataset", str(path), *options)
     assert result.exit_code == 0, result.output
 
     samples = gpd.read_parquet(out / "samples.parquet")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import pandas as pd
 import plugins
 import pytest
 
@@ -126,7 +127,8 @@ def test_killed_run_resumes_to_same_results(shared_data, tmp_path):
     log = tmp_path / "partitions.log"
     config = tmp_path / "eoaudit.toml"
     config.write_text(
-        'chunk-size = 100\nquiet = true\nanalyzers = "dataset,test-length"\n', encoding="utf-8"
+        'chunk-size = 100\nquiet = true\nanalyzers = "dataset,test-length,vocabulary"\n',
+        encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
 
@@ -169,6 +171,10 @@ def test_killed_run_resumes_to_same_results(shared_data, tmp_path):
         data.pop("started")
         data.pop("duration_s")
     assert resumed == expected
+    # The duplicate columns come from the spilled rows of both runs' partitions.
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "samples.parquet"), pd.read_parquet(reference_out / "samples.parquet")
+    )
 
 
 def next_manifest(out: Path, process, timeout_s: float = 60.0) -> Path:

@@ -417,7 +417,7 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
             )
         rules = self._rules()
         low_percentile = float(rules.get("low_percentile", 5))
-        with closing(connect(scratch)) as db:
+        with closing(connect(scratch, self.context.finalize_memory)) as db:
             factor = float(rules.get("outlier_iqr_factor", 1.5))
             scores = PairScores.of(db, files, low_percentile, factor)
         report = _Finalizer(state, scores, result, rules, self.context.options)

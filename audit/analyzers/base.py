@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from eoaudit.results import AnalyzerResult, Finding
 from eoaudit.samples import CAPTION, IMAGE, TIME
+from eoaudit.spill import DUCKDB_MEMORY
 
 State = TypeVar("State")
 
@@ -61,6 +62,8 @@ class AuditContext:
             spilled rows, by analyzer name, in dataset order.
         scratch_dir: In `finalize`: a folder for temporary files and final
             columns, removed with the run cache.
+        finalize_memory: Memory limit of the DuckDB queries in `finalize`
+            (:func:`eoaudit.spill.connect`), such as `1GB`.
         final_files: In `finalize`: Parquet files of per-sample columns that
             need every partition, with `sample_id` and one row per sample in
             dataset order; they are joined onto samples.parquet.
@@ -82,6 +85,7 @@ class AuditContext:
     failed_partitions: list[tuple[str, str]] = field(default_factory=list)
     spill_files: dict[str, list[Path]] = field(default_factory=dict)
     scratch_dir: Path | None = None
+    finalize_memory: str = DUCKDB_MEMORY
     final_files: list[Path] = field(default_factory=list)
 
 

@@ -403,7 +403,7 @@ class VocabularyAnalyzer(Analyzer[VocabularyState]):
             )
         self._text_metrics(state, result)
         self._template_tables(state.captions, result)
-        with closing(connect(scratch)) as db:
+        with closing(connect(scratch, self.context.finalize_memory)) as db:
             open_spilled(db, files)
             self._duplicates(db, scratch, result)
             self._group_metrics(state.groups, db, result)
