@@ -329,9 +329,8 @@ def _metadata_index(metadata_path: Path, size: int, mtime_ns: int) -> MetadataIn
 
     The arguments `size` and `mtime_ns` make a changed file a new cache entry.
     The index goes to a temporary folder that is deleted when the entry is
-    dropped or the process ends; it takes 0.75 s for the 1M-row benchmark
-    metadata. DuckDB sorts out of core, so building it does not load the whole
-    file either.
+    dropped or the process ends. DuckDB sorts out of core, so building it does
+    not load the whole file either.
     """
     try:
         schema = pq.read_schema(metadata_path)
