@@ -160,9 +160,8 @@ def _exact_groups(db: Any) -> None:
 
 def _near_components(db: Any, bands: int) -> int:
     """Build `near_members` (sample_seq, cluster); return the propagation rounds."""
-    # One scan with UNPIVOT: a UNION ALL of one scan per band read the spill
-    # files eight times at once and took 1.2 GB outside DuckDB's memory limit
-    # for a million rows in 3,907 files (benchmarks/duplicates.md).
+    # One scan with UNPIVOT. A UNION ALL of one scan per band read the spill
+    # eight times at once, outside DuckDB's memory limit (benchmarks/duplicates.md).
     columns = ", ".join(f"band_{band}" for band in range(bands))
     band_rows = (
         f"SELECT {SEQ} AS node, band, hash FROM (UNPIVOT (SELECT {SEQ}, {columns} FROM spilled "

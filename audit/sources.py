@@ -150,7 +150,10 @@ class Llama3Partition(SampleSource):
             ValueError: When `index` names another partition.
         """
         if index != self.index:
-            raise ValueError(f"this source holds partition {self.index}, not {index}")
+            raise ValueError(
+                f"this source contains partition {self.index} only, not {index}; "
+                "use Llama3Source.for_partition(index) for another partition"
+            )
         return llama3_ssl4eo.read_partition(self.path, self.part, self.options)
 
     def fingerprint(self) -> str:

@@ -92,9 +92,8 @@ def connect(scratch: Path, memory: str = DUCKDB_MEMORY) -> Any:
 def combine(files: list[Path], target: Path, group_rows: int = COMBINED_GROUP_ROWS) -> Path:
     """Concatenate spill files into one Parquet file, reading one file at a time.
 
-    DuckDB keeps state for every file of a multi-file scan: reading 15,625
-    spill files of 256 rows took 570 MB more than reading one file with the
-    same rows (benchmarks/duplicates.md), so finalize queries a single file.
+    DuckDB keeps state for every file of a multi-file scan, and a run of small
+    partitions writes thousands of spill files, so finalize queries one file.
     Columns missing from a file are filled with nulls.
     """
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -65,8 +65,8 @@ class AuditContext:
         finalize_memory: Memory limit of the DuckDB queries in `finalize`
             (:func:`eoaudit.spill.connect`), such as `1GB`.
         final_files: In `finalize`: Parquet files of per-sample columns that
-            need every partition, with `sample_id` and one row per sample in
-            dataset order; they are joined onto samples.parquet.
+            need every partition. Each has `sample_id` and one row per sample in
+            dataset order, and is joined onto samples.parquet.
 
     In `map_chunk`, `sample_count` and `sample_columns` describe the partition
     being analysed. In `finalize`, `sample_count` is the whole audit's and
