@@ -243,7 +243,10 @@ def main(ctx: click.Context, config: Path | None) -> None:
 @click.option(
     "--loader-workers",
     type=click.IntRange(min=0),
-    help="DataLoader processes decoding images for CLIP. [default: CPU cores - 1, at most 4]",
+    help=(
+        "DataLoader processes decoding images for CLIP. "
+        "[default: CPU cores - 1, at most 4 on the CPU and 16 on a GPU]"
+    ),
 )
 @click.option(
     "--sentence-scoring",

@@ -12,6 +12,8 @@ the zarr 3 package through its `ZipStore`.
 
 from __future__ import annotations
 
+import os
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,12 @@ from zarr.storage import ZipStore
 from eoaudit.errors import InputError
 
 ZARR_SCHEME = "zarr-zip"
+CHIP_READ_ERRORS = (InputError, OSError, ValueError, KeyError, zipfile.BadZipFile)
+"""What :func:`read_chip` raises for a missing, broken or mismatched file.
+
+rasterio, zarr, zipfile and numpy raise the ones other than InputError.
+Callers that skip unreadable chips instead of stopping catch this tuple.
+"""
 PIXEL_SIZE_M = 10.0
 """Ground sampling distance of the SSL4EO-S12 v1.1 S2 chips (264 x 264 px)."""
 
@@ -179,22 +187,32 @@ def _footprints(
 
 @lru_cache(maxsize=8)
 def _opened_zarr(
-    path: Path, size: int, mtime_ns: int
-) -> tuple[zarr.Group, dict[str, tuple[int, int]]]:
-    """Open a Zarr Zip once per process and index its acquisitions by sample id.
+    path: Path, size: int, mtime_ns: int, process: int
+) -> tuple[zarr.Array, dict[str, tuple[int, int]]]:
+    """Open a Zarr Zip once per process; return its `bands` array and acquisitions by sample id.
 
     Chips are read one at a time, so reopening the zip and reading every
     sample id for each chip would dominate; `size` and `mtime_ns` make a
     changed file a new cache entry. Up to 8 files stay open per process.
+
+    `process` is the caller's process id. A forked DataLoader worker inherits
+    this cache, and with it the parent's open file and its shared read
+    position; reads from two processes through that file then get each
+    other's bytes (zipfile reports a bad CRC). A new id opens a new file.
+
+    Raises:
+        InputError: When the file has no `bands` array.
     """
     group = open_zarr_zip(path)
+    if "bands" not in set(group.array_keys()):
+        raise InputError(f"{path}: no 'bands' array; expected an SSL4EO-S12 v1.1 Zarr Zip file")
     ids = np.asarray(_array(group, "sample_id")[...]).astype(str)
     positions = {
         str(ids[location, time]): (location, time)
         for location in range(ids.shape[0])
         for time in range(ids.shape[1])
     }
-    return group, positions
+    return _array(group, "bands"), positions
 
 
 def read_chip(ref: str, bands: list[int] | None = None) -> np.ndarray:
@@ -212,11 +230,11 @@ def read_chip(ref: str, bands: list[int] | None = None) -> np.ndarray:
         stat = parsed.path.stat() if parsed.path.is_file() else None
         if stat is None:
             raise InputError(f"{parsed.path}: Zarr Zip file not found")
-        group, positions = _opened_zarr(parsed.path, stat.st_size, stat.st_mtime_ns)
+        pixels, positions = _opened_zarr(parsed.path, stat.st_size, stat.st_mtime_ns, os.getpid())
         position = positions.get(f"{parsed.sample}_{parsed.time}")
         if position is None:
             raise InputError(f"{parsed.path}: sample {parsed.sample}_{parsed.time} not found")
-        chip = np.asarray(_array(group, "bands")[position[0], position[1]])
+        chip = np.asarray(pixels[position[0], position[1]])
         return chip if bands is None else chip[bands]
 
     import rasterio

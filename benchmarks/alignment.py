@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eoaudit.analyzers.alignment import loader_workers
 from eoaudit.chip_loading import ChipDataset, chip_loader
 from eoaudit.clip_backends import EmbeddingCache, ModelSpec, embed_images, load_backend
 from eoaudit.engine import AuditOptions, run_audit
@@ -120,6 +121,7 @@ def timed(function: object, *args: object, **kwargs: object) -> tuple[float, obj
 
 def measure(args: argparse.Namespace, device: str, folder: Path) -> dict[str, object]:
     rules = load_rules()["alignment"]
+    workers = loader_workers({"decode_workers": args.workers}, device)
     rng = np.random.default_rng(0)
     bands = 12 if args.modality == "multispectral" else 3
     chips = folder / f"chips-{device}"
@@ -147,7 +149,7 @@ def measure(args: argparse.Namespace, device: str, folder: Path) -> dict[str, ob
     forward = batches * args.batch_size / (time.perf_counter() - start)
 
     # Decoding alone: read, select bands, crop and normalise in the DataLoader, no model.
-    loader = chip_loader(ChipDataset(refs, transform), args.batch_size, args.workers)
+    loader = chip_loader(ChipDataset(refs, transform), args.batch_size, workers)
     start = time.perf_counter()
     decoded = sum(len(batch["index"]) for batch in loader)
     decode = decoded / (time.perf_counter() - start)
@@ -160,7 +162,7 @@ def measure(args: argparse.Namespace, device: str, folder: Path) -> dict[str, ob
         transform,
         EmbeddingCache(None, "bench"),
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=workers,
         progress=False,
     )
     assert len(embedded.vectors) == args.images, embedded.errors  # type: ignore[attr-defined]
@@ -181,7 +183,7 @@ def measure(args: argparse.Namespace, device: str, folder: Path) -> dict[str, ob
         "device": device,
         "precision": args.precision,
         "batch_size": args.batch_size,
-        "decode_workers": args.workers,
+        "decode_workers": workers,
         "progress": False,
     }
     options["clip_multispectral_checkpoint" if kind == "multispectral" else "clip_checkpoint"] = (
@@ -192,6 +194,7 @@ def measure(args: argparse.Namespace, device: str, folder: Path) -> dict[str, ob
     )
     return {
         "device": device,
+        "workers": workers,
         "forward": forward,
         "decode": decode,
         "pipeline": pipeline,
@@ -207,14 +210,28 @@ def main() -> None:
     parser.add_argument("--source", choices=["zarr", "geotiff"], default="zarr")
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="DataLoader workers [default: the analyzer's default for the device]",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["all", "cpu", "cuda"],
+        default="all",
+        help="where to measure; all: the CPU, then a CUDA GPU when torch finds one",
+    )
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch finds no CUDA GPU")
+    devices = [args.device] if args.device != "all" else ["cpu"]
+    if args.device == "all" and torch.cuda.is_available():
+        devices.append("cuda")
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
@@ -222,18 +239,18 @@ def main() -> None:
     )
     print(
         f"# {args.model}, {args.modality} from {args.source}, {args.images} chips of "
-        f"{CHIP_PX} px, batch {args.batch_size}, {args.workers} DataLoader workers"
+        f"{CHIP_PX} px, batch {args.batch_size}"
     )
     print(
-        "device | autocast | decode img/s | forward img/s | pipeline img/s | pipeline/forward "
-        "| audit samples/s"
+        "device | workers | autocast | decode img/s | forward img/s | pipeline img/s "
+        "| pipeline/forward | audit samples/s"
     )
     with tempfile.TemporaryDirectory() as temporary:
         for device in devices:
             row = measure(args, device, Path(temporary))
             ratio = float(row["pipeline"]) / float(row["forward"])  # type: ignore[arg-type]
             print(
-                f"{row['device']} | {row['autocast']} | {row['decode']:.1f} | "
+                f"{row['device']} | {row['workers']} | {row['autocast']} | {row['decode']:.1f} | "
                 f"{row['forward']:.2f} | {row['pipeline']:.2f} | {ratio:.0%} | {row['audit']:.2f}"
             )
 

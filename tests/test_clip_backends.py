@@ -18,10 +18,12 @@ from test_alignment_fixtures import (  # noqa: F401 (single_thread_torch is auto
     write_zarr_zip,
 )
 
-from eoaudit.chip_loading import ChipTransform, centre_crop
+from eoaudit.analyzers.alignment import loader_workers
+from eoaudit.chip_loading import ChipDataset, ChipTransform, centre_crop, chip_loader
 from eoaudit.clip_backends import ModelSpec, load_backend
 from eoaudit.engine import AuditOptions, run_audit
 from eoaudit.errors import InputError, UsageError
+from eoaudit.images import read_chip
 from eoaudit.readers import ReadOptions, read_dataset
 from eoaudit.ruleset import load_rules
 
@@ -233,6 +235,25 @@ def test_multispectral_zarr_chips_are_cropped(tmp_path: Path, rules: dict) -> No
     assert scored["z2"] == pytest.approx(float(text[0] @ image[0]), abs=1e-5)
 
 
+def test_forked_workers_read_a_zip_the_parent_has_open(tmp_path: Path) -> None:
+    """DataLoader workers fork after the parent has read a chip (as the thumbnails do).
+
+    They inherit its open Zarr Zip; reading through that shared file from two
+    processes mixed up bytes, which zipfile reported as a bad CRC.
+    """
+    bands = np.random.default_rng(8).integers(0, 6000, (16, 4, 12, 96, 96), dtype=np.int16)
+    refs = write_zarr_zip(tmp_path / "ssl4eos12_val_seasonal_data_000001.zarr.zip", bands)
+    transform = ChipTransform("multispectral", (0.0,) * 10, (1.0,) * 10, image_size=96)
+    np.testing.assert_array_equal(read_chip(refs[5]), bands[1, 1])
+
+    batches = list(chip_loader(ChipDataset(refs, transform), batch_size=4, workers=2))
+
+    assert [error for batch in batches for error in batch["errors"].values()] == []
+    pixels = torch.cat([batch["pixels"] for batch in batches]).numpy()
+    expected = bands.reshape(64, 12, 96, 96)[:, MS_CLIP_BANDS].astype(np.float32)
+    np.testing.assert_array_equal(pixels, expected)
+
+
 def test_chip_transform_crops_centre_of_264_chip() -> None:
     chip = np.arange(3 * 264 * 264, dtype=np.int64).reshape(3, 264, 264)
     cropped = centre_crop(chip, 224)
@@ -320,3 +341,20 @@ def test_cuda_device_needs_gpu() -> None:
         with pytest.raises(UsageError, match="torch finds no CUDA GPU"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("cores", "device", "expected"),
+    [(32, "cuda", 16), (32, "cpu", 4), (2, "cuda", 1), (1, "cpu", 0)],
+)
+def test_loader_workers_default_leaves_a_core_and_grows_on_gpu(
+    monkeypatch: pytest.MonkeyPatch, cores: int, device: str, expected: int
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert loader_workers({}, device) == expected
+    assert loader_workers({"decode_workers": 3}, device) == 3
+
+
+def test_negative_loader_workers_are_rejected() -> None:
+    with pytest.raises(UsageError, match=r"--loader-workers\) must be 0 or more, got -1"):
+        loader_workers({"decode_workers": -1}, "cpu")

@@ -300,7 +300,7 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
             transform,
             cache,
             batch_size=batch_size,
-            workers=_workers(options),
+            workers=loader_workers(options, backend.device.type),
             progress=options.get("progress"),
         )
         readable = candidates & refs.map(lambda r: r in images.vectors, na_action="ignore").fillna(
@@ -369,7 +369,7 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
     ) -> None:
         """Keep the chunk's lowest pairs with thumbnails; merge keeps the lowest of all."""
         from eoaudit.chip_loading import rgb_preview
-        from eoaudit.images import read_chip
+        from eoaudit.images import CHIP_READ_ERRORS, read_chip
 
         rules = self._rules()
         state.lowest = sorted(state.lowest, key=_lowest_key)[:report_pairs]
@@ -378,7 +378,7 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
         for example in state.lowest:
             try:
                 png = rgb_preview(read_chip(str(refs[example.sample_id])), size, transform)
-            except (EoauditError, OSError, ValueError) as error:
+            except (EoauditError, *CHIP_READ_ERRORS) as error:
                 # The embedding may come from the cache while the file is gone.
                 logger.warning("alignment: no thumbnail for %s (%s)", example.sample_id, error)
                 continue
@@ -457,15 +457,20 @@ def image_column(samples: pd.DataFrame, kind: str) -> str:
     return IMAGE
 
 
-def _workers(options: dict[str, Any]) -> int:
-    """Return the DataLoader worker count: `decode_workers`, else up to 4 spare cores."""
+def loader_workers(options: dict[str, Any], device: str) -> int:
+    """Return the DataLoader worker count: `decode_workers`, else a default for the device.
+
+    On the CPU the model needs the cores itself, so at most 4 spare cores
+    decode. On a GPU decoding is the likely limit, so up to 16 spare cores do.
+    """
     import multiprocessing
     import os
 
     value = options.get("decode_workers")
     if value is not None and int(value) < 0:
-        raise UsageError(f"--decode-workers must be 0 or more, got {value}")
-    workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if value is None else int(value)
+        raise UsageError(f"decode_workers (--loader-workers) must be 0 or more, got {value}")
+    spare = max(0, (os.cpu_count() or 1) - 1)
+    workers = min(16 if device == "cuda" else 4, spare) if value is None else int(value)
     if workers and multiprocessing.current_process().daemon:
         # Partitions running in a process pool cannot start DataLoader worker processes.
         logger.info("alignment: decoding chips in the partition's own process")
