@@ -71,8 +71,8 @@ class ChipTransform:
         """Turn a `(bands, height, width)` chip into a normalised float32 tensor.
 
         The chip is cropped before anything is copied, and each step after
-        the float32 conversion works in place: in DataLoader workers the
-        allocations, not the arithmetic, took most of the time.
+        the float32 conversion works in place, so a chip allocates one float32
+        array of the output size, or two when it is resized.
 
         Raises:
             InputError: When the chip's band count does not fit the model.
@@ -186,7 +186,7 @@ class ChipDataset(Dataset[dict[str, Any]]):
 
 
 def collate_chips(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the readable chips of a batch; keep the errors of the others.
+    """Stack the readable chips of a batch and keep the errors of the others.
 
     The stacking is torch's `default_collate`, which in a DataLoader worker
     writes the batch straight into shared memory instead of copying it there

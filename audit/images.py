@@ -30,7 +30,7 @@ from eoaudit.errors import InputError
 
 ZARR_SCHEME = "zarr-zip"
 CHIP_READ_ERRORS = (InputError, OSError, ValueError, KeyError, zipfile.BadZipFile)
-"""What :func:`read_chip` raises for a missing, broken or mismatched file.
+"""Exceptions that :func:`read_chip` raises for a missing, broken or mismatched file.
 
 rasterio, zarr, zipfile and numpy raise the ones other than InputError.
 Callers that skip unreadable chips instead of stopping catch this tuple.
@@ -189,7 +189,7 @@ def _footprints(
 def _opened_zarr(
     path: Path, size: int, mtime_ns: int, process: int
 ) -> tuple[zarr.Array, dict[str, tuple[int, int]]]:
-    """Open a Zarr Zip once per process; return its `bands` array and acquisitions by sample id.
+    """Open a Zarr Zip once per process and return its `bands` array and acquisitions by id.
 
     Chips are read one at a time, so reopening the zip and reading every
     sample id for each chip would dominate; `size` and `mtime_ns` make a
@@ -197,15 +197,17 @@ def _opened_zarr(
 
     `process` is the caller's process id. A forked DataLoader worker inherits
     this cache, and with it the parent's open file and its shared read
-    position; reads from two processes through that file then get each
-    other's bytes (zipfile reports a bad CRC). A new id opens a new file.
+    position. Reads from two processes through that file then get each
+    other's bytes, and zipfile reports a bad CRC. A new id opens a new file.
 
     Raises:
         InputError: When the file has no `bands` array.
     """
     group = open_zarr_zip(path)
     if "bands" not in set(group.array_keys()):
-        raise InputError(f"{path}: no 'bands' array; expected an SSL4EO-S12 v1.1 Zarr Zip file")
+        raise InputError(
+            f"{path}: missing 'bands' array, expected an SSL4EO-S12 v1.1 Zarr Zip file"
+        )
     ids = np.asarray(_array(group, "sample_id")[...]).astype(str)
     positions = {
         str(ids[location, time]): (location, time)

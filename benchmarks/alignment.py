@@ -219,7 +219,7 @@ def main() -> None:
         "--device",
         choices=["all", "cpu", "cuda"],
         default="all",
-        help="where to measure; all: the CPU, then a CUDA GPU when torch finds one",
+        help="where to measure (all: the CPU, then a CUDA GPU when torch finds one)",
     )
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")

@@ -235,10 +235,10 @@ def test_multispectral_zarr_chips_are_cropped(tmp_path: Path, rules: dict) -> No
     assert scored["z2"] == pytest.approx(float(text[0] @ image[0]), abs=1e-5)
 
 
-def test_forked_workers_read_a_zip_the_parent_has_open(tmp_path: Path) -> None:
+def test_forked_loader_workers_reopen_zarr_zip(tmp_path: Path) -> None:
     """DataLoader workers fork after the parent has read a chip (as the thumbnails do).
 
-    They inherit its open Zarr Zip; reading through that shared file from two
+    They inherit its open Zarr Zip. Reading through that shared file from two
     processes mixed up bytes, which zipfile reported as a bad CRC.
     """
     bands = np.random.default_rng(8).integers(0, 6000, (16, 4, 12, 96, 96), dtype=np.int16)
@@ -252,6 +252,22 @@ def test_forked_workers_read_a_zip_the_parent_has_open(tmp_path: Path) -> None:
     pixels = torch.cat([batch["pixels"] for batch in batches]).numpy()
     expected = bands.reshape(64, 12, 96, 96)[:, MS_CLIP_BANDS].astype(np.float32)
     np.testing.assert_array_equal(pixels, expected)
+
+
+def test_zarr_zip_without_bands_is_named(tmp_path: Path) -> None:
+    import zarr
+    from zarr.storage import ZipStore
+
+    path = tmp_path / "ssl4eos12_val_seasonal_data_000001.zarr.zip"
+    store = ZipStore(path, mode="w")
+    zarr.open_group(store, mode="w", zarr_format=2).create_array(
+        "sample_id", data=np.array([["0000000_0"]])
+    )
+    store.close()
+    ref = f"zarr-zip://{path}?sample=0000000&time=0"
+
+    with pytest.raises(InputError, match=r"000001\.zarr\.zip: missing 'bands' array"):
+        read_chip(ref)
 
 
 def test_chip_transform_crops_centre_of_264_chip() -> None:
@@ -292,6 +308,38 @@ def test_open_clip_checkpoint_loads(tmp_path: Path, rules: dict) -> None:
     # "field" is one BPE token, plus the start and end tokens.
     assert backend.token_counts(["field " * 100]) == [102]
     assert backend.context_length == 77
+
+
+def test_bf16_autocast_embeddings_match_fp32(tmp_path: Path, rules: dict) -> None:
+    """The mixed-precision path gives nearly the float32 embeddings.
+
+    The CLI allows bf16 only on a GPU. Here the same autocast code runs on
+    the CPU, which torch supports for bf16, so the path is exercised without one.
+    """
+    import dataclasses
+
+    import open_clip
+
+    config = tiny_open_clip_config(tmp_path, "tiny-bf16-clip")
+    open_clip.add_model_config(config)
+    torch.manual_seed(4)
+    model = open_clip.create_model("tiny-bf16-clip", pretrained=None).eval()
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), checkpoint)
+    backend = load_backend(ModelSpec("open_clip", str(config), checkpoint), rules, "cpu")
+    mixed = dataclasses.replace(backend, autocast_dtype=torch.bfloat16)
+    pixels = torch.randn(4, 3, backend.image_size, backend.image_size)
+    texts = ["a lake", "fields and a river", "a town", "snow on mountains"]
+
+    full_images, mixed_images = backend.encode_images(pixels), mixed.encode_images(pixels)
+    full_texts, mixed_texts = backend.encode_texts(texts), mixed.encode_texts(texts)
+
+    assert mixed_images.dtype == np.float32
+    assert mixed_texts.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(mixed_images, axis=1), 1.0, atol=1e-5)
+    assert not np.array_equal(mixed_images, full_images)
+    assert (mixed_images * full_images).sum(axis=1).min() > 0.99
+    assert (mixed_texts * full_texts).sum(axis=1).min() > 0.99
 
 
 def test_missing_checkpoint_names_file(tmp_path: Path, rules: dict) -> None:
@@ -347,7 +395,7 @@ def test_cuda_device_needs_gpu() -> None:
     ("cores", "device", "expected"),
     [(32, "cuda", 16), (32, "cpu", 4), (2, "cuda", 1), (1, "cpu", 0)],
 )
-def test_loader_workers_default_leaves_a_core_and_grows_on_gpu(
+def test_loader_workers_default_per_device(
     monkeypatch: pytest.MonkeyPatch, cores: int, device: str, expected: int
 ) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: cores)
