@@ -205,6 +205,7 @@ def _opened_zarr(
     """
     group = open_zarr_zip(path)
     if "bands" not in set(group.array_keys()):
+        group.store.close()
         raise InputError(
             f"{path}: missing 'bands' array, expected an SSL4EO-S12 v1.1 Zarr Zip file"
         )

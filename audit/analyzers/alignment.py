@@ -376,8 +376,9 @@ class AlignmentAnalyzer(Analyzer[AlignmentState]):
         state.swaps = sorted(state.swaps, key=_swap_key)[:report_pairs]
         size = int(rules.get("thumbnail_px", 96))
         for example in state.lowest:
+            ref = str(refs[example.sample_id])
             try:
-                png = rgb_preview(read_chip(str(refs[example.sample_id])), size, transform)
+                png = rgb_preview(read_chip(ref), size, transform)
             except (EoauditError, *CHIP_READ_ERRORS) as error:
                 # The embedding may come from the cache while the file is gone.
                 logger.warning("alignment: no thumbnail for %s (%s)", example.sample_id, error)
