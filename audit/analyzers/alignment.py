@@ -463,6 +463,9 @@ def loader_workers(options: dict[str, Any], device: str) -> int:
 
     On the CPU the model needs the cores itself, so at most 4 spare cores
     decode. On a GPU decoding is the likely limit, so up to 16 spare cores do.
+
+    NOTE: the GPU default is an estimate that has not run on a GPU;
+    `benchmarks/alignment.py --device cuda` measures it.
     """
     import multiprocessing
     import os
